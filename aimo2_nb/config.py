@@ -11,7 +11,10 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 from .core import ConfigError, check, check_range, check_choice
 
 # %% auto #0
-__all__ = ['Isolation', 'AnswerConfig', 'ExecConfig', 'VoteConfig', 'from_dict', 'to_dict']
+__all__ = ['Isolation', 'PromptKind', 'SEED_COT', 'SEED_CODE', 'SEED_RULES', 'AnswerConfig', 'ExecConfig', 'VoteConfig',
+           'SamplingConfig', 'PromptSpec', 'PromptConfig', 'ConsistencyRule', 'StopConfig', 'EarlyTimeout', 'Tier',
+           'seed_tiers', 'BudgetConfig', 'SpeedConfig', 'from_dict', 'to_dict', 'TraceConfig', 'RunConfig',
+           'load_config', 'save_config', 'config_hash']
 
 # %% ../nbs/01_config.ipynb #24115778
 @dataclass
@@ -64,6 +67,156 @@ class VoteConfig:
         check_range(self.low_multiple, 'vote.low_multiple', 0, integer=True)
         check_choice(self.tie_break, 'vote.tie_break', ('largest', 'smallest', 'earliest'))
         check_range(self.fallback, 'vote.fallback', 0, integer=True)
+
+# %% ../nbs/01_config.ipynb #ee5cd099
+@dataclass
+class SamplingConfig:
+    "Generation settings of every sample (the seed's final submission)."
+    temperature: float = 1.0  # the seed used 0.9-1.0
+    top_p: float = 0.95
+    top_k: int = 0  # 0 disables top-k (lmdeploy's default is 50)
+    min_p: float = 0.1
+    repetition_penalty: float = 1.05
+    max_new_tokens: int = 16384  # the seed used 16384-32768
+    seed: int = 0  # base seed: sample i of question q gets its own seed derived from (seed, q, i)
+    def __post_init__(self):
+        check_range(self.temperature, 'sampling.temperature', 0, 5)
+        check_range(self.top_p, 'sampling.top_p', 0, 1)
+        check(self.top_p > 0, 'sampling.top_p', 'a number > 0', self.top_p)
+        check_range(self.top_k, 'sampling.top_k', 0, integer=True)
+        check_range(self.min_p, 'sampling.min_p', 0, 1)
+        check_range(self.repetition_penalty, 'sampling.repetition_penalty', 0.5, 2)
+        check_range(self.max_new_tokens, 'sampling.max_new_tokens', 1, 1 << 20, integer=True)
+        check_range(self.seed, 'sampling.seed', 0, integer=True)
+
+# %% ../nbs/01_config.ipynb #99de770c
+PromptKind = Literal['cot', 'code']
+
+@dataclass
+class PromptSpec:
+    "One entry of the prompt list: a kind, the chat text around the question, and how many samples use it."
+    kind: PromptKind = 'cot'  # 'cot' (reason, box the answer) or 'code' (write python, box the answer)
+    system: str = ''  # system message ('' sends none)
+    user_prefix: str = ''  # text before the question
+    user_suffix: str = ''  # text after the question
+    count: int = 1  # samples taken with this prompt (before the tier's cut)
+    def __post_init__(self):
+        check_choice(self.kind, 'prompts.list[].kind', get_args(PromptKind))
+        check_range(self.count, 'prompts.list[].count', 0, 1024, integer=True)
+
+SEED_COT = PromptSpec('cot',
+    "You are a helpful math assistant. Please reason step by step to put the answer in \\boxed{}.", '',
+    "\nYou excel at reasoning.\nYou must put the final answer in \\boxed{}.\nIf the final answer is greater than 1000, "
+    "then take the modulo of 1000.\nThink carefully and thoroughly, avoid duplication.", 8)
+SEED_CODE = PromptSpec('code',
+    "You are a helpful math assistant. Please provide the python code to solve the math problem and also put the "
+    "final answer in \\boxed{}.", '',
+    "\nYou excel at coding\nYou must provide the python code, avoid redundant analysis.\nIf the final answer is greater "
+    "than 1000, then take the modulo of 1000.\nThe answer must be integer.\nThere is only one answer for each question.\n"
+    "Import necessary libraries.", 9)
+
+@dataclass
+class PromptConfig:
+    "The prompt list and how its entries are combined into the sample order."
+    list: list[PromptSpec] = field(default_factory=lambda: [dataclasses.replace(SEED_CODE), dataclasses.replace(SEED_COT)])  # code first: 15 interleaved = 8 code + 7 CoT, as the write-up
+    combine: Literal['interleave', 'concat', 'random'] = 'interleave'  # order of samples; a tier takes the first N
+    def __post_init__(self):
+        check(len(self.list) > 0, 'prompts.list', 'at least one prompt', self.list)
+        check_choice(self.combine, 'prompts.combine', ('interleave', 'concat', 'random'))
+
+# %% ../nbs/01_config.ipynb #5bd0102d
+@dataclass
+class ConsistencyRule:
+    "Stop the question when `agree` answers are equal among `among` answers (all so far, or the most recent)."
+    agree: int = 4  # equal answers needed
+    among: int = 4  # all answers so far must number <= among (recent=False), or look at the last `among` (recent=True)
+    recent: bool = False  # count only the most recent `among` answers, in arrival order
+    def __post_init__(self):
+        check_range(self.agree, 'stop.rules[].agree', 1, integer=True)
+        check_range(self.among, 'stop.rules[].among', 1, integer=True)
+        check(self.agree <= self.among, 'stop.rules[].agree', f'<= among ({self.among})', self.agree)
+
+SEED_RULES = [ConsistencyRule(4, 4), ConsistencyRule(4, 5, recent=True), ConsistencyRule(5, 7), ConsistencyRule(6, 9)]
+
+@dataclass
+class StopConfig:
+    "Sample-level and question-level early-stop switches and rules."
+    cot_at_boxed: bool = True  # a CoT sample stops at its first valid boxed answer
+    code_at_answer: bool = True  # a code sample stops once a code run gave a valid answer
+    code_boxed_without_code: bool = True  # a code-prompt sample that boxes an answer with no code stops too (seed defect 7)
+    output_fence: Literal['off', 'stop'] = 'stop'  # at a ```output fence after a python block: 'stop' ends the sample, its code's real output counts
+    rules: list[ConsistencyRule] = field(default_factory=lambda: [dataclasses.replace(r) for r in SEED_RULES])
+    use_min_answers: bool = True  # stop once the tier's minimum answer count is reached
+    def __post_init__(self):
+        for k in ('cot_at_boxed', 'code_at_answer', 'code_boxed_without_code', 'use_min_answers'):
+            check(isinstance(getattr(self, k), bool), f'stop.{k}', 'true or false', getattr(self, k))
+        check_choice(self.output_fence, 'stop.output_fence', ('off', 'stop'))
+
+# %% ../nbs/01_config.ipynb #253d77ea
+@dataclass
+class EarlyTimeout:
+    "Stop once `after_s` seconds have passed with at least `min_answers` answers."
+    after_s: float = 480.0
+    min_answers: int = 6
+    def __post_init__(self):
+        check_range(self.after_s, 'tiers[].early[].after_s', 0)
+        check_range(self.min_answers, 'tiers[].early[].min_answers', 0, integer=True)
+
+@dataclass
+class Tier:
+    "What one speed setting allows a question."
+    speed: int = 3  # 1 fastest .. 5 slowest (the seed's names)
+    samples: int = 15  # samples started (a prefix of the prompt order)
+    timeout_s: float = 660.0  # hard per-question limit
+    min_answers: int = 8  # stop once this many samples have answered (if stop.use_min_answers)
+    early: list[EarlyTimeout] = field(default_factory=list)
+    min_avg_s: float = 0.0  # chosen while the average seconds left per remaining question is >= this
+    def __post_init__(self):
+        check_range(self.samples, 'tiers[].samples', 1, 1024, integer=True)
+        check_range(self.timeout_s, 'tiers[].timeout_s', 0.01)
+        check_range(self.min_answers, 'tiers[].min_answers', 1, integer=True)
+        check_range(self.min_avg_s, 'tiers[].min_avg_s', 0)
+
+def _seed_tier(speed, samples, minutes, min_answers, min_avg_s):
+    t = minutes * 60
+    return Tier(speed, samples, t, min_answers, [EarlyTimeout(t - 180, 6), EarlyTimeout(t - 120, 5), EarlyTimeout(t - 60, 3)], min_avg_s)
+
+def seed_tiers() -> list[Tier]:
+    "The seed's five speed tiers (samples 10/12/15/16/17, limits 9.5/9.5/11/12/12 min, min answers 6..10)."
+    return [_seed_tier(1, 10, 9.5, 6, 0), _seed_tier(2, 12, 9.5, 7, 300), _seed_tier(3, 15, 11, 8, 345),
+            _seed_tier(4, 16, 12, 9, 370), _seed_tier(5, 17, 12, 10, 420)]
+
+@dataclass
+class BudgetConfig:
+    "The competition's time budget and how much of it is held back."
+    total_s: float = 5 * 3600  # wall clock for the whole run
+    n_questions: int = 50
+    reserve_s: float = 180.0  # never spent (the seed's 4 h 57 min cutoff): start-up, the last answers, safety
+    call_limit_s: float = 1740.0  # one question never exceeds this (Kaggle: 30 min per predict call, minus a margin)
+    min_question_s: float = 20.0  # time kept for every question still to come, so a slow question can't starve them
+    drain_s: float = 2.0  # after a stop, time allowed to drain aborted streams (inside the question's limit)
+    tick_s: float = 0.05  # longest wait for engine output before the loop re-checks time and code results
+    def __post_init__(self):
+        check_range(self.total_s, 'budget.total_s', 1)
+        check_range(self.n_questions, 'budget.n_questions', 1, integer=True)
+        check_range(self.reserve_s, 'budget.reserve_s', 0)
+        check(self.reserve_s < self.total_s, 'budget.reserve_s', f'< total_s ({self.total_s})', self.reserve_s)
+        check_range(self.call_limit_s, 'budget.call_limit_s', 0.1)
+        check_range(self.min_question_s, 'budget.min_question_s', 0)
+        check_range(self.drain_s, 'budget.drain_s', 0, 60)
+        check_range(self.tick_s, 'budget.tick_s', 0.001, 5)
+
+@dataclass
+class SpeedConfig:
+    "The speed adjuster's table: tiers and the starting tier."
+    tiers: list[Tier] = field(default_factory=seed_tiers)
+    adaptive: bool = True  # False: always use `default_speed`
+    default_speed: int = 3
+    def __post_init__(self):
+        check(len(self.tiers) > 0, 'speed.tiers', 'at least one tier', self.tiers)
+        speeds = [t.speed for t in self.tiers]
+        check(len(set(speeds)) == len(speeds), 'speed.tiers', 'distinct speeds', speeds)
+        check_choice(self.default_speed, 'speed.default_speed', speeds)
 
 # %% ../nbs/01_config.ipynb #a910de5c
 def _hint(tp: Any) -> tuple:
@@ -123,3 +276,65 @@ def from_dict(cls: type, data: dict | None, path: str = '') -> Any:
 def to_dict(obj: Any) -> dict:
     "Plain data (for YAML/JSON) from a config dataclass."
     return asdict(obj)
+
+# %% ../nbs/01_config.ipynb #ade5feab
+@dataclass
+class TraceConfig:
+    "What the trace records."
+    chunks: Literal['all', 'none'] = 'all'  # 'all' records every engine chunk (exact replay needs it); 'none' keeps texts at the end only
+    text_limit: int = 4000  # stdout/stderr of code runs are cut to this many characters in the trace
+    def __post_init__(self):
+        check_choice(self.chunks, 'trace.chunks', ('all', 'none'))
+        check_range(self.text_limit, 'trace.text_limit', 0, integer=True)
+
+@dataclass
+class RunConfig:
+    "Every setting of a run."
+    answers: AnswerConfig = field(default_factory=AnswerConfig)
+    executor: ExecConfig = field(default_factory=ExecConfig)
+    vote: VoteConfig = field(default_factory=VoteConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+    stop: StopConfig = field(default_factory=StopConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    trace: TraceConfig = field(default_factory=TraceConfig)
+    engine: dict = field(default_factory=dict)  # engine-specific settings, read by the engine loader
+    def __post_init__(self):
+        check(isinstance(self.engine, dict), 'engine', 'a mapping', self.engine)
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
+    "Read a `RunConfig` from a YAML/JSON file (missing keys keep their defaults), then apply `overrides`."
+    import yaml
+    data = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists(): raise ConfigError(f"config file not found: {p}")
+        try: data = yaml.safe_load(p.read_text(encoding='utf-8')) or {}
+        except yaml.YAMLError as e: raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        if not isinstance(data, dict): raise ConfigError(f"{p}: expected a mapping at the top, got {type(data).__name__}")
+    for k, v in (overrides or {}).items(): _set_dotted(data, k, v)
+    return from_dict(RunConfig, data)
+
+def _set_dotted(d: dict, key: str, value: Any) -> None:
+    "Set `d['a']['b'] = value` for key 'a.b'."
+    *head, last = key.split('.')
+    for h in head: d = d.setdefault(h, {})
+    d[last] = value
+
+def save_config(cfg: RunConfig, path: str | Path) -> Path:
+    "Write `cfg` as YAML."
+    import yaml
+    p = Path(path); p.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True), encoding='utf-8')
+    return p
+
+def _canon(x: Any) -> Any:
+    "Plain data with integral floats as ints, so `660` and `660.0` hash alike."
+    if isinstance(x, dict): return {k: _canon(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)): return [_canon(v) for v in x]
+    if isinstance(x, float) and x.is_integer(): return int(x)
+    return x
+
+def config_hash(cfg: RunConfig) -> str:
+    "A short stable digest of every setting."
+    return hashlib.sha256(json.dumps(_canon(to_dict(cfg)), sort_keys=True, default=str).encode()).hexdigest()[:12]
