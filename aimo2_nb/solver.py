@@ -298,6 +298,8 @@ def solve(self: Solver, question: str, qid: str | None = None, gold: int | None 
     try: return run.run()
     except Exception as e:
         run.error('solver', f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}")
+        try: self.engine.abort_all()
+        except Exception: pass
         try: run.stopped = True; return run.finish('solver_error')
         except Exception:
             return SolveResult(qid, self.cfg.vote.fallback, 'solver_error', run.rel(), run.events, plan=plan)

@@ -4,14 +4,14 @@
 
 # %% ../../nbs/08_engine_base.ipynb #aa0ecff9
 from __future__ import annotations
-import queue, threading, traceback
+import importlib, queue, threading, traceback
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Literal, Protocol, Sequence, runtime_checkable
-from ..core import Clock, RealClock
+from ..core import Clock, RealClock, ConfigError, check_choice
 from ..config import SamplingConfig
 
 # %% auto #0
-__all__ = ['FinishReason', 'SampleRequest', 'Chunk', 'Engine', 'ThreadedStream']
+__all__ = ['FinishReason', 'ENGINE_KINDS', 'SampleRequest', 'Chunk', 'Engine', 'ThreadedStream', 'load_engine']
 
 # %% ../../nbs/08_engine_base.ipynb #f9322526
 FinishReason = Literal['stop', 'length', 'abort', 'error']
@@ -85,3 +85,18 @@ class ThreadedStream:
                 out += [Chunk(i, '', 0, 'error', 'stream ended without a finish') for i in sorted(self.open)]
                 self.open.clear(); self.done.set()
         return out
+
+# %% ../../nbs/08_engine_base.ipynb #6d63a80c
+ENGINE_KINDS = {
+    'llamacpp': ('aimo2_nb.engines.llamacpp', 'LlamaCppEngine'),  # the embedded CPU model (llama-cpp-python)
+    'lmdeploy': ('aimo2_nb.engines.lmdeploy', 'LmdeployEngine'),  # TurboMind / PyTorch engine on GPUs
+}
+
+def load_engine(settings: dict | None = None, clock: Clock | None = None) -> Engine:
+    "Build the engine that `settings` (the config's `engine` mapping) names."
+    settings = dict(settings or {})
+    kind = settings.pop('kind', 'llamacpp')
+    check_choice(kind, 'engine.kind', ENGINE_KINDS)
+    mod, name = ENGINE_KINDS[kind]
+    cls = getattr(importlib.import_module(mod), name)
+    return cls.from_settings(settings, clock=clock)
