@@ -11,10 +11,10 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 from .core import ConfigError, check, check_range, check_choice
 
 # %% auto #0
-__all__ = ['Isolation', 'PromptKind', 'SEED_COT', 'SEED_CODE', 'SEED_RULES', 'AnswerConfig', 'ExecConfig', 'VoteConfig',
-           'SamplingConfig', 'PromptSpec', 'PromptConfig', 'ConsistencyRule', 'StopConfig', 'EarlyTimeout', 'Tier',
-           'seed_tiers', 'BudgetConfig', 'SpeedConfig', 'from_dict', 'to_dict', 'TraceConfig', 'RunConfig',
-           'load_config', 'save_config', 'config_hash']
+__all__ = ['Isolation', 'PromptKind', 'SEED_COT', 'SEED_CODE', 'SEED_RULES', 'PROFILES', 'AnswerConfig', 'ExecConfig',
+           'VoteConfig', 'SamplingConfig', 'PromptSpec', 'PromptConfig', 'ConsistencyRule', 'StopConfig',
+           'EarlyTimeout', 'Tier', 'seed_tiers', 'BudgetConfig', 'SpeedConfig', 'from_dict', 'to_dict', 'TraceConfig',
+           'RunConfig', 'load_config', 'save_config', 'config_hash', 'cpu_profile', 'profile']
 
 # %% ../nbs/01_config.ipynb #24115778
 @dataclass
@@ -338,3 +338,25 @@ def _canon(x: Any) -> Any:
 def config_hash(cfg: RunConfig) -> str:
     "A short stable digest of every setting."
     return hashlib.sha256(json.dumps(_canon(to_dict(cfg)), sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+# %% ../nbs/01_config.ipynb #d29eab3e
+def cpu_profile(model: str = 'qwen2.5-coder-1.5b', samples: int = 4, max_new_tokens: int = 600,
+                question_s: float = 240.0, n_questions: int = 1) -> RunConfig:
+    "A small CPU configuration around the embedded llama.cpp model."
+    cfg = RunConfig()
+    cfg.engine = {'kind': 'llamacpp', 'model': model, 'n_ctx': 4096}
+    for p in cfg.prompts.list: p.count = (samples + 1) // 2
+    cfg.sampling = SamplingConfig(temperature=0.7, top_p=0.95, top_k=0, min_p=0.05, repetition_penalty=1.05,
+                                  max_new_tokens=max_new_tokens, seed=0)
+    cfg.executor = ExecConfig(timeout=10.0, workers=2)
+    cfg.speed = SpeedConfig([Tier(3, samples, question_s, samples, [])], adaptive=False, default_speed=3)
+    cfg.budget = BudgetConfig(total_s=question_s * n_questions + 30, n_questions=n_questions, reserve_s=10.0,
+                              min_question_s=5.0)
+    return cfg
+
+PROFILES = {'seed': RunConfig, 'cpu': cpu_profile}
+
+def profile(name: str, **kw) -> RunConfig:
+    "The named profile's configuration."
+    check_choice(name, 'profile', PROFILES)
+    return PROFILES[name](**kw)

@@ -75,6 +75,9 @@ class _Run:
     def rel(self) -> float: return self.clock.now() - self.t0
     def emit(self, e) -> None:
         self.events.append(e); self.s.writer.add(e)
+        if self.s.on_event is not None:
+            try: self.s.on_event(e)
+            except Exception: pass  # a progress display never breaks a question
     def error(self, where: str, exc: BaseException | str) -> None:
         msg = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
         self.emit(T.Error(self.qid, self.rel(), where, msg[:2000]))
@@ -169,7 +172,7 @@ def view(self: _Run, t: float) -> QuestionView:
 
 # %% ../nbs/09_solver.ipynb #e2ccb1b1
 @patch
-def loop(self: _Run) -> StopDecision:
+def loop(self: _Run) -> tuple[StopDecision, float]:
     tier, tick = self.plan.tier, self.cfg.budget.tick_s
     while True:
         try: chunks = self.eng.poll(max(0.0, min(tick, self.loop_end - self.clock.now())))
@@ -184,7 +187,7 @@ def loop(self: _Run) -> StopDecision:
         if chunks or self.tick_code or dec is not None:
             self.emit(T.Tick(self.qid, t, self.k, self.tick_chunks, self.tick_code))
             self.tick_chunks, self.tick_code = [], []
-        if dec is not None: return dec
+        if dec is not None: return dec, t
 
 # %% ../nbs/09_solver.ipynb #df09fdba
 @patch
@@ -250,8 +253,8 @@ def run(self: _Run) -> SolveResult:
         self.emit(T.QuestionStop(self.qid, self.rel(), 'engine_error', 'engine.start failed'))
         for s in self.samples: s.finish = 'error'
         return self.finish('engine_error')
-    dec = self.loop()
-    self.emit(T.QuestionStop(self.qid, self.rel(), dec.reason, dec.detail, len(self.view(self.rel()).values)))
+    dec, t = self.loop()
+    self.emit(T.QuestionStop(self.qid, t, dec.reason, dec.detail, len(self.view(t).values)))
     self.drain(dec)
     return self.finish(dec.reason)
 
@@ -265,8 +268,10 @@ class _NoExecutor:
 class Solver:
     "Solves questions with `engine` under `config`, within the run's time budget."
     def __init__(self, engine: Engine, config: RunConfig | None = None, executor: Any = None,
-                 trace_path: str | None = None, clock: Clock | None = None, budget_start: float | None = None):
+                 trace_path: str | None = None, clock: Clock | None = None, budget_start: float | None = None,
+                 on_event: Any = None):
         self.engine, self.cfg = engine, config or RunConfig()
+        self.on_event = on_event  # called with every trace event as it happens (progress displays); must be quick
         self.clock = clock or getattr(engine, 'clock', None) or RealClock()
         self._executor = executor if executor is not None else getattr(engine, 'executor', None)
         self.writer = T.TraceWriter(trace_path)
@@ -312,10 +317,12 @@ def solve(self: Solver, question: str, qid: str | None = None, gold: int | None 
 DECISIONS = ('answer', 'code_start', 'code_done', 'sample_stop', 'question_stop', 'vote', 'question_end')
 
 def decisions(events: list) -> list:
-    "The decision events of a trace, without wall-clock fields: what a replay must reproduce."
+    "The decision events of a trace: what a replay must reproduce. Bookkeeping after the stop keeps no time."
     out = []
     for e in events:
-        if e.kind in DECISIONS: out.append(e)
+        if e.kind not in DECISIONS: continue
+        if e.kind in ('vote', 'question_end') or (e.kind == 'code_done' and e.status == 'cancelled'): e = replace(e, t=None)
+        out.append(e)
     return out
 
 def replay(events: list, config: RunConfig | None = None) -> SolveResult:
