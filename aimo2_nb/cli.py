@@ -12,7 +12,7 @@ from .config import RunConfig, load_config, profile, save_config, to_dict, confi
 
 # %% auto #0
 __all__ = ['SUBCOMMANDS', 'main', 'add_config_args', 'config_from_args', 'cli_config', 'progress_printer', 'format_result',
-           'read_questions', 'cli_solve', 'solve_rows']
+           'read_questions', 'cli_solve', 'solve_rows', 'cli_simulate', 'cli_bench']
 
 # %% ../nbs/10_cli.ipynb #8decef3a
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
@@ -22,11 +22,11 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     'eval': ('aimo2_nb.eval', 'cli_eval', 'evaluate a CSV under a config into a run folder'),
     'report': ('aimo2_nb.eval', 'cli_report', 'compare run folders in one markdown table'),
     'view': ('aimo2_nb.viewer', 'cli_view', 'write a run folder as a static HTML trace viewer'),
-    'simulate': ('aimo2_nb.simulate', 'cli_simulate', 'replay recorded runs under other policies'),
-    'bench': ('aimo2_nb.bench', 'cli_bench', 'run the benchmarks, write bench/results.json'),
-    'build': ('aimo2_nb.kaggle', 'cli_build', 'write the Kaggle submission notebook into submission/'),
-    'wheels': ('aimo2_nb.kaggle', 'cli_wheels', 'prepare (and push) the offline wheels dataset'),
-    'push': ('aimo2_nb.kaggle', 'cli_push', 'push the submission notebook with the kaggle CLI'),
+    'simulate': ('aimo2_nb.cli', 'cli_simulate', 'replay recorded runs under other policies'),
+    'bench': ('aimo2_nb.cli', 'cli_bench', 'run the benchmarks, write bench/results.json'),
+    'build': ('aimo2_nb.kaggle_build', 'cli_build', 'write the Kaggle submission notebook into submission/'),
+    'wheels': ('aimo2_nb.kaggle_push', 'cli_wheels', 'prepare (and push) the offline wheels dataset'),
+    'push': ('aimo2_nb.kaggle_push', 'cli_push', 'push the submission notebook with the kaggle CLI'),
 }
 
 def _usage() -> str:
@@ -190,6 +190,34 @@ def solve_rows(rows: list[dict], cfg: RunConfig, trace: Path, quiet: bool = Fals
     graded = sum(r['answer'] is not None for r in rows)
     if graded: print(f"\n{correct}/{graded} correct", flush=True)
     print(f"trace: {trace}  ({time.monotonic() - t0:.1f} s)", flush=True)
+    return 0
+
+# %% ../nbs/10_cli.ipynb #0cb2fbe4
+def cli_simulate(argv: list[str]) -> int:
+    "`aimo2 simulate INPUT [--config FILE] [--json]`"
+    p = argparse.ArgumentParser(prog='aimo2 simulate', description='Replay recorded runs under other policies.')
+    p.add_argument('input', help='a trace (.jsonl), a run folder, or an answers table (.csv)')
+    p.add_argument('--config', help="a run YAML (policies) with an optional 'simulate:' section; default: the seed's policy")
+    p.add_argument('--json', action='store_true', help='print one JSON object')
+    a = p.parse_args(argv)
+    if not Path(a.input).exists(): raise ConfigError(f"INPUT: not found: {a.input}")
+    from aimo2_nb.simulate import simulate_main
+    try: print(simulate_main(a.input, a.config, a.json))
+    except (ValueError, KeyError) as e:
+        print(f"aimo2 simulate: {e}", file=sys.stderr); return 2
+    return 0
+
+def cli_bench(argv: list[str]) -> int:
+    "`aimo2 bench [--small] [--out DIR] [--exec-runs N]`"
+    p = argparse.ArgumentParser(prog='aimo2 bench', description='Run the benchmarks (ratios against baselines in the same run).')
+    p.add_argument('--small', action='store_true', help='small sizes (seconds; what CI runs)')
+    p.add_argument('--out', default='bench', help='folder for results.json and results.md (default: %(default)s)')
+    p.add_argument('--exec-runs', type=int, default=None, help='runs per code snippet')
+    a = p.parse_args(argv)
+    from aimo2_nb.bench import run_bench
+    res = run_bench(a.out, small=a.small, exec_runs=a.exec_runs)
+    md = Path(a.out) / 'results.md'
+    print(md.read_text() if md.exists() else json.dumps(res, indent=2))
     return 0
 
 # %% ../nbs/10_cli.ipynb #3eea8daa

@@ -30,7 +30,8 @@ GENERATORS: list = []
 def generated(root: Path) -> dict[Path, str]:
     "Every generated file of the project and the text it must hold."
     out = {root / 'README.md': readme_text(root / 'nbs' / 'index.ipynb')}
-    for g in GENERATORS: out.update(g(root))
+    from aimo2_nb.kaggle_build import generated_files  # the submission notebook, its metadata and configs
+    for g in [generated_files, *GENERATORS]: out.update(g(root))
     return out
 
 def write_generated(root: Path) -> list[Path]:
