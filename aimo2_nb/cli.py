@@ -12,7 +12,7 @@ from .config import RunConfig, load_config, profile, save_config, to_dict, confi
 
 # %% auto #0
 __all__ = ['SUBCOMMANDS', 'main', 'add_config_args', 'config_from_args', 'cli_config', 'progress_printer', 'format_result',
-           'read_questions', 'cli_solve', 'solve_rows', 'cli_simulate', 'cli_bench']
+           'read_questions', 'cli_solve', 'solve_rows', 'cli_simulate', 'cli_bench', 'cli_view']
 
 # %% ../nbs/10_cli.ipynb #8decef3a
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
@@ -21,7 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     'config': ('aimo2_nb.cli', 'cli_config', 'print a profile or a config file as YAML, validated'),
     'eval': ('aimo2_nb.eval', 'cli_eval', 'evaluate a CSV under a config into a run folder'),
     'report': ('aimo2_nb.eval', 'cli_report', 'compare run folders in one markdown table'),
-    'view': ('aimo2_nb.viewer', 'cli_view', 'write a run folder as a static HTML trace viewer'),
+    'view': ('aimo2_nb.cli', 'cli_view', 'write a run folder (or a trace) as a static HTML trace viewer'),
     'simulate': ('aimo2_nb.cli', 'cli_simulate', 'replay recorded runs under other policies'),
     'bench': ('aimo2_nb.cli', 'cli_bench', 'run the benchmarks, write bench/results.json'),
     'build': ('aimo2_nb.kaggle_build', 'cli_build', 'write the Kaggle submission notebook into submission/'),
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aimo2 {cmd}: not available in this installation ({e})", file=sys.stderr); return 2
     try: return int(f(rest) or 0)
     except ConfigError as e:
-        print(f"aimo2 {cmd}: bad configuration: {e}", file=sys.stderr); return 2
+        print(f"aimo2 {cmd}: {e}", file=sys.stderr); return 2
     except KeyboardInterrupt:
         print(f"aimo2 {cmd}: interrupted", file=sys.stderr); return 130
 
@@ -146,7 +146,7 @@ def cli_solve(argv: list[str]) -> int:
     p.add_argument('--samples', type=int, help='samples per question (cpu profile)')
     p.add_argument('--max-tokens', type=int, help='max new tokens per sample (cpu profile)')
     p.add_argument('--seed', type=int, help='base sampling seed')
-    p.add_argument('--trace', help='trace file (default: runs/solve-<time>/trace.jsonl)')
+    p.add_argument('--trace', help='trace file (default: runs/solve-<time>/traces.jsonl; `aimo2 view` shows it)')
     p.add_argument('--quiet', action='store_true', help='no progress lines')
     add_config_args(p)
     a = p.parse_args(argv)
@@ -158,7 +158,7 @@ def cli_solve(argv: list[str]) -> int:
     elif kw: p.error('--model/--samples/--max-tokens apply to the cpu profile; use --set with --config')
     cfg = config_from_args(a, **kw)
     if a.seed is not None: cfg.sampling.seed = a.seed
-    trace = Path(a.trace) if a.trace else Path('runs') / time.strftime('solve-%Y%m%d-%H%M%S') / 'trace.jsonl'
+    trace = Path(a.trace) if a.trace else Path('runs') / time.strftime('solve-%Y%m%d-%H%M%S') / 'traces.jsonl'
     return solve_rows(rows, cfg, trace, quiet=a.quiet)
 
 def solve_rows(rows: list[dict], cfg: RunConfig, trace: Path, quiet: bool = False, engine=None) -> int:
@@ -189,7 +189,7 @@ def solve_rows(rows: list[dict], cfg: RunConfig, trace: Path, quiet: bool = Fals
             except Exception: pass
     graded = sum(r['answer'] is not None for r in rows)
     if graded: print(f"\n{correct}/{graded} correct", flush=True)
-    print(f"trace: {trace}  ({time.monotonic() - t0:.1f} s)", flush=True)
+    print(f"trace: {trace}  ({time.monotonic() - t0:.1f} s; see it with: aimo2 view {trace.parent})", flush=True)
     return 0
 
 # %% ../nbs/10_cli.ipynb #0cb2fbe4
@@ -218,6 +218,27 @@ def cli_bench(argv: list[str]) -> int:
     res = run_bench(a.out, small=a.small, exec_runs=a.exec_runs)
     md = Path(a.out) / 'results.md'
     print(md.read_text() if md.exists() else json.dumps(res, indent=2))
+    return 0
+
+# %% ../nbs/10_cli.ipynb #c6a82a3f
+def cli_view(argv: list[str]) -> int:
+    "`aimo2 view RUN_DIR_OR_TRACE [--out FILE.html]`"
+    p = argparse.ArgumentParser(prog='aimo2 view', description='Write a static HTML trace viewer page.')
+    p.add_argument('run', help='a run folder (from aimo2 eval) or a trace .jsonl (from aimo2 solve)')
+    p.add_argument('--out', help='the HTML file (default: <run>/viewer.html or <trace>.html)')
+    a = p.parse_args(argv)
+    src = Path(a.run)
+    if not src.exists(): raise ConfigError(f"RUN: not found: {src}")
+    from aimo2_nb import viewer
+    if src.is_file():  # a lone trace: view it as a run folder of its own
+        import shutil, tempfile
+        tmp = Path(tempfile.mkdtemp(prefix='aimo2-view-')) / src.stem
+        tmp.mkdir(); shutil.copy(src, tmp / 'traces.jsonl')
+        out, src = Path(a.out) if a.out else src.with_suffix('.html'), tmp
+    else: out = Path(a.out) if a.out else src / 'viewer.html'
+    try: viewer.export_html(src, out)
+    except FileNotFoundError as e: raise ConfigError(f"RUN: {e}") from None
+    print(f"wrote {out}")
     return 0
 
 # %% ../nbs/10_cli.ipynb #3eea8daa
