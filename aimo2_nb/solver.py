@@ -184,7 +184,7 @@ def loop(self: _Run) -> tuple[StopDecision, float]:
         for ch in chunks or []: self.on_chunk(ch, t)
         self.collect_code(t)
         if dec is None: dec = question_stop(self.view(t), tier, self.cfg.stop)
-        if chunks or self.tick_code or dec is not None:
+        if (chunks and self.cfg.trace.chunks == 'all') or self.tick_code or dec is not None:
             self.emit(T.Tick(self.qid, t, self.k, self.tick_chunks, self.tick_code))
             self.tick_chunks, self.tick_code = [], []
         if dec is not None: return dec, t
@@ -207,7 +207,7 @@ def drain(self: _Run, dec: StopDecision) -> None:
         if chunks:
             t = self.rel()
             for ch in chunks: self.on_chunk(ch, t)
-            self.emit(T.Tick(self.qid, t, self.k, self.tick_chunks, []))
+            if self.cfg.trace.chunks == 'all': self.emit(T.Tick(self.qid, t, self.k, self.tick_chunks, []))
             self.tick_chunks = []
     t = self.rel()
     for s in self.samples:
