@@ -27,6 +27,9 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     'build': ('aimo2_nb.kaggle_build', 'cli_build', 'write the Kaggle submission notebook into submission/'),
     'wheels': ('aimo2_nb.kaggle_push', 'cli_wheels', 'prepare (and push) the offline wheels dataset'),
     'push': ('aimo2_nb.kaggle_push', 'cli_push', 'push the submission notebook with the kaggle CLI'),
+    'dedup': ('aimo2_nb.data', 'cli_dedup', 'merge SFT trace datasets and remove duplicate problems'),
+    'dpo-pairs': ('aimo2_nb.data', 'cli_dpo_pairs', 'choose DPO pairs that prefer shorter correct answers'),
+    'quantize': ('aimo2_nb.quantize', 'cli_quantize', 'AWQ 4-bit weights for TurboMind, calibrated offline'),
 }
 
 def _usage() -> str:

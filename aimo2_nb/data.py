@@ -77,7 +77,8 @@ REQUIRED = ('problem', 'solution')
 
 def _missing(src: Source, fld: str, present: Iterable[str], where: str = '') -> DataError:
     col = getattr(src.columns, fld)
-    return DataError(f"{src.path}{where}: column {col!r} for {fld!r} not found (set it with --columns {fld}=NAME); "
+    hint = f"--columns {fld}=NAME" + ('' if fld in REQUIRED else f", or {fld}= if the data has none")
+    return DataError(f"{src.path}{where}: column {col!r} for {fld!r} not found (set it with {hint}); "
                      f"columns present: {', '.join(sorted(map(str, present))) or 'none'}")
 
 def _map_row(src: Source, raw: dict, i: int, where: str) -> dict:
@@ -284,13 +285,14 @@ class Deduper:
         for b in np.unique(blk): m = blk == b; out[m] = self.blocks[b][ords[m] % self.BLOCK]
         return out
 
-    def band_keys(self, sig: np.ndarray) -> np.ndarray:
-        "(n, bands) uint64 keys, one per band of each signature (the band number is mixed in)."
+    def band_keys(self, sig: np.ndarray, nums: np.ndarray | None = None) -> np.ndarray:
+        "(n, bands) uint64 keys, one per band of each signature (the band number and `nums` mixed in)."
         n = len(sig)
         s = sig[:, :self.bands * self.rows].astype(np.uint64).reshape(n, self.bands, self.rows)
         with np.errstate(over='ignore'):
             k = (s * self.band_mix[None]).sum(axis=2, dtype=np.uint64)
             k ^= np.arange(self.bands, dtype=np.uint64)[None] * np.uint64(0x9E3779B97F4A7C15)
+            if nums is not None: k ^= np.asarray(nums, np.uint64)[:, None] * np.uint64(0xC2B2AE3D27D4EB4F)
         return k
 
     def state_nbytes(self) -> int:
@@ -314,9 +316,9 @@ def add_chunk(self: Deduper, rows: Sequence[dict], source_no: int = 0) -> list[D
     "Decide each row of a chunk (in order) and remember the kept ones."
     norms = [normalize(r['problem'] if isinstance(r['problem'], str) else str(r['problem'] or '')) for r in rows]
     sig = self.mh.signatures(norms)
-    bk = self.band_keys(sig)
     ex = np.array([hash64(t) for t in norms], np.uint64)
     nums = np.array([numbers_key(t) for t in norms], np.uint64)
+    bk = self.band_keys(sig, nums if self.numbers_must_match else None)
     # earlier chunks: exact hits and LSH candidates, vectorised
     qi, kv = self.exact.query(ex)
     exact_prev = dict(zip(qi.tolist(), kv.tolist()))
