@@ -8,7 +8,7 @@ import importlib, importlib.util, os, shutil, tempfile, threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
-from ..core import Clock, RealClock, check, check_range, patch
+from ..core import Clock, RealClock, check, check_choice, check_range, patch
 from .base import Chunk, SampleRequest, ThreadedStream
 
 # %% auto #0
@@ -139,8 +139,11 @@ class LlamaCppEngine:
                  clock: Clock | None = None,  # the solver's time source (monotonic time)
                  cache_dir: str | Path | None = None,  # where registry models are assembled (default `cache_root()`)
                  reuse_prompt: bool = False,  # keep the previous sample's prompt in the KV cache: faster, but not reproducible
-                 verbose: bool = False):  # llama.cpp's own logging on stderr
+                 verbose: bool = False,  # llama.cpp's own logging on stderr
+                 omp_wait: str = 'active'):  # how idle llama.cpp threads wait: 'active' (spin: fastest on free cores) or 'passive' (busy machines)
         check_range(n_ctx, 'engine.n_ctx', 16, 1 << 20, integer=True)
+        check_choice(omp_wait, 'engine.omp_wait', ('active', 'passive'))
+        self.omp_wait = omp_wait
         if n_threads is not None: check_range(n_threads, 'engine.n_threads', 1, 1024, integer=True)
         if not (isinstance(model, Path) or model in MODELS or str(model).endswith('.gguf')): _lookup(model)
         self.model, self.n_ctx, self.n_threads = model, n_ctx, n_threads or _cores()
@@ -154,7 +157,7 @@ class LlamaCppEngine:
     def __repr__(self): return f"LlamaCppEngine({self.model!r}, n_ctx={self.n_ctx}, n_threads={self.n_threads})"
 
 # %% ../../nbs/11_engine_llamacpp.ipynb #a13ba2a5
-_SETTINGS = ('model', 'n_ctx', 'n_threads', 'cache_dir', 'reuse_prompt', 'verbose')
+_SETTINGS = ('model', 'n_ctx', 'n_threads', 'cache_dir', 'reuse_prompt', 'verbose', 'omp_wait')
 
 def _from_settings(cls, settings: dict | None = None, clock: Clock | None = None) -> LlamaCppEngine:
     "An engine from `RunConfig.engine`-style settings."
@@ -168,7 +171,7 @@ LlamaCppEngine.from_settings = classmethod(_from_settings)  # `patch` has no cla
 def _load(self: LlamaCppEngine) -> Any:
     "The loaded `llama_cpp.Llama` (opened on first use)."
     if self._llm is None:
-        os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # before libgomp loads with llama_cpp: see above
+        os.environ.setdefault('OMP_WAIT_POLICY', self.omp_wait.upper())  # before libgomp loads with llama_cpp: see above
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
         path = Path(self.model) if isinstance(self.model, Path) or self.model not in MODELS else gguf_path(self.model, self.cache_dir)
