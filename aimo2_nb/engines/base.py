@@ -90,6 +90,7 @@ class ThreadedStream:
 ENGINE_KINDS = {
     'llamacpp': ('aimo2_nb.engines.llamacpp', 'LlamaCppEngine'),  # the embedded CPU model (llama-cpp-python)
     'lmdeploy': ('aimo2_nb.engines.lmdeploy', 'LmdeployEngine'),  # TurboMind / PyTorch engine on GPUs
+    'hf': ('aimo2_nb.engines.hf', 'HFEngine'),  # any local Hugging Face folder (or a hub id with allow_download) on transformers
 }
 
 def load_engine(settings: dict | None = None, clock: Clock | None = None) -> Engine:
