@@ -9,6 +9,7 @@ import importlib.util, json, os, random, time
 from pathlib import Path
 
 import pytest
+from engine_helpers import drain as _drain, text_of, end_of
 
 _HAVE = all(importlib.util.find_spec(m) is not None for m in ('torch', 'transformers', 'tokenizers'))
 if not _HAVE:
@@ -55,20 +56,8 @@ def req(i: int, n: int = 40, seed: int | None = None, messages=MSGS, **kw) -> Sa
     return SampleRequest(i, messages, SamplingConfig(max_new_tokens=n, **{**SAMP, **kw}), seed=i + 1 if seed is None else seed)
 
 
-def drain(eng, indices, until: float = 60.0, on_chunk=None) -> list[Chunk]:
-    "Poll until every sample in `indices` has finished; every chunk in arrival order."
-    got, open_, t0 = [], set(indices), time.monotonic()
-    while open_ and time.monotonic() - t0 < until:
-        for c in eng.poll(0.05):
-            got.append(c)
-            if c.finish: open_.discard(c.index)
-            if on_chunk: on_chunk(c, got)
-    assert not open_, f"samples {open_} did not finish in {until}s"
-    return got
-
-
-def text_of(got, i): return ''.join(c.text for c in got if c.index == i)
-def end_of(got, i): return next(c for c in got if c.index == i and c.finish)
+def drain(eng, indices, until: float = 60.0, on_chunk=None):
+    return _drain(eng, indices, until, on_chunk)
 
 
 def reference(eng, messages, seed, n, **kw) -> list[int]:

@@ -8,6 +8,7 @@ import importlib.util, os, sys, time
 from pathlib import Path
 
 import pytest
+from engine_helpers import drain as _drain, text_of, end_of
 
 from aimo2_nb.config import SamplingConfig
 from aimo2_nb.engines.base import Chunk, SampleRequest
@@ -99,20 +100,8 @@ def req(i: int, messages=POEM, n: int = 40, seed: int | None = None) -> SampleRe
     return SampleRequest(i, messages, SamplingConfig(max_new_tokens=n), seed=i + 1 if seed is None else seed)
 
 
-def drain(eng: LlamaCppEngine, indices, until: float = 120.0, on_chunk=None) -> list[Chunk]:
-    "Poll until every sample in `indices` has finished; every chunk in arrival order."
-    got, open_, t0 = [], set(indices), time.monotonic()
-    while open_ and time.monotonic() - t0 < until:
-        for c in eng.poll(0.05):
-            got.append(c)
-            if c.finish: open_.discard(c.index)
-            if on_chunk: on_chunk(c, got)
-    assert not open_, f"samples {open_} did not finish in {until}s"
-    return got
-
-
-def text_of(got, i): return ''.join(c.text for c in got if c.index == i)
-def end_of(got, i): return next(c for c in got if c.index == i and c.finish)
+def drain(eng, indices, until: float = 120.0, on_chunk=None):
+    return _drain(eng, indices, until, on_chunk)
 
 
 @pytest.fixture(scope='module')

@@ -4,14 +4,15 @@
 
 # %% ../../nbs/08_engine_base.ipynb #aa0ecff9
 from __future__ import annotations
-import importlib, queue, threading, traceback
+import importlib, os, queue, threading, traceback
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Literal, Protocol, Sequence, runtime_checkable
-from ..core import Clock, RealClock, ConfigError, check_choice
+from typing import Any, Callable, Iterable, Iterator, Literal, Protocol, Sequence, runtime_checkable
+from ..core import Clock, RealClock, ConfigError, check, check_choice
 from ..config import SamplingConfig
 
 # %% auto #0
-__all__ = ['FinishReason', 'ENGINE_KINDS', 'SampleRequest', 'Chunk', 'Engine', 'ThreadedStream', 'load_engine']
+__all__ = ['FinishReason', 'ENGINE_KINDS', 'SampleRequest', 'Chunk', 'Engine', 'ThreadedStream', 'SampleQueue', 'cpu_cores',
+           'SequentialEngine', 'load_engine']
 
 # %% ../../nbs/08_engine_base.ipynb #f9322526
 FinishReason = Literal['stop', 'length', 'abort', 'error']
@@ -67,6 +68,10 @@ class ThreadedStream:
         finally:
             self.q.put(('end', None))
 
+    def put(self, ch: Chunk) -> None:
+        "Hand a chunk to the consumer from outside the iterator (e.g. the 'abort' of a sample that never started)."
+        self.q.put(ch)
+
     def poll(self, timeout: float) -> list[Chunk]:
         "Chunks that arrived, waiting at most `timeout` s for the first."
         out = []
@@ -85,6 +90,96 @@ class ThreadedStream:
                 out += [Chunk(i, '', 0, 'error', 'stream ended without a finish') for i in sorted(self.open)]
                 self.open.clear(); self.done.set()
         return out
+
+# %% ../../nbs/08_engine_base.ipynb #6294f7bd
+class SampleQueue:
+    "The samples of one `start` call and their states: 'queued' -> 'running' -> 'done'."
+    def __init__(self, requests: Sequence[SampleRequest]):
+        self.requests = list(requests)
+        self.state = {r.index: 'queued' for r in self.requests}
+        check(len(self.state) == len(self.requests), 'requests', 'distinct sample indices', [r.index for r in self.requests])
+        self.aborted: set[int] = set()
+        self.lock = threading.RLock()  # reentrant: the engine holds it while it reports a queued sample's abort
+
+    def take(self, i: int) -> bool:
+        "Mark queued sample `i` running; False if it was aborted meanwhile."
+        with self.lock:
+            if self.state[i] != 'queued': return False
+            self.state[i] = 'running'; return True
+
+    def abort(self, i: int) -> bool:
+        "Ask sample `i` to stop; True if it was still queued (the caller reports its 'abort' at once)."
+        with self.lock:
+            if self.state.get(i) == 'queued': self.state[i] = 'done'; return True
+            if self.state.get(i) == 'running': self.aborted.add(i)
+            return False
+
+    def is_aborted(self, i: int) -> bool: return i in self.aborted
+    def end(self, i: int) -> None:
+        with self.lock: self.state[i] = 'done'
+
+def cpu_cores() -> int:
+    "Cores this process may run on."
+    try: return len(os.sched_getaffinity(0))
+    except AttributeError: return os.cpu_count() or 1
+
+# %% ../../nbs/08_engine_base.ipynb #b6c6ad2c
+class SequentialEngine:
+    "Base of engines that generate one sample at a time in a worker thread."
+    name = 'engine'  # the worker thread's name
+    def __init__(self, clock: Clock | None = None):
+        self.clock = clock or RealClock()
+        self._exclusive = threading.Lock()  # one worker uses the model at a time
+        self._run: SampleQueue | None = None
+        self._stream: ThreadedStream | None = None
+
+    def _load(self) -> Any: raise NotImplementedError
+    def _stream_one(self, run: SampleQueue, req: SampleRequest) -> Iterator[Chunk]: raise NotImplementedError
+    def _free(self) -> None: pass
+
+    def _samples(self, run: SampleQueue) -> Iterator[Chunk]:
+        "Every chunk of `run`, its samples streamed one after another."
+        with self._exclusive:
+            self._load()
+            for req in run.requests:
+                if not run.take(req.index): continue  # aborted while queued: its 'abort' chunk is already out
+                try: yield from self._stream_one(run, req)
+                except Exception as e: yield Chunk(req.index, '', 0, 'error', f"{type(e).__name__}: {e}")
+                finally: run.end(req.index)
+
+    def load(self) -> Any:
+        "Open the model now (before the run's clock starts), not in the first question."
+        with self._exclusive: return self._load()
+
+    def start(self, requests: Sequence[SampleRequest]) -> None:
+        "Queue `requests`; a worker thread streams them one after another."
+        if self._run is not None: self.abort_all()
+        run = SampleQueue(requests)
+        self._run = run
+        self._stream = ThreadedStream(lambda: self._samples(run), [r.index for r in run.requests], name=f'{self.name}-engine')
+
+    def poll(self, timeout: float) -> list[Chunk]:
+        "Chunks that arrived, waiting at most `timeout` seconds for the first."
+        if self._stream is None: self.clock.sleep(timeout); return []
+        return self._stream.poll(timeout)
+
+    def abort(self, index: int) -> None:
+        "Stop sample `index`: a queued one never starts, a running one ends after its current token."
+        run, stream = self._run, self._stream
+        if run is None: return
+        with run.lock:  # the chunk is queued before the worker can pass the sample and report the stream's end
+            if run.abort(index): stream.put(Chunk(index, '', 0, 'abort'))
+
+    def abort_all(self) -> None:
+        "Stop every sample of the question."
+        if self._run is None: return
+        for r in reversed(self._run.requests): self.abort(r.index)  # queued ones first: the running one may finish any moment
+
+    def close(self, timeout: float = 30.0) -> None:
+        "Abort everything, wait for the worker, free the model."
+        self.abort_all()
+        if self._stream is not None: self._stream.t.join(timeout)
+        with self._exclusive: self._free()
 
 # %% ../../nbs/08_engine_base.ipynb #6d63a80c
 ENGINE_KINDS = {

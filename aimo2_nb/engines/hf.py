@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 from ..core import Clock, RealClock, check, check_choice, check_range, patch
 from ..config import SamplingConfig
-from .base import Chunk, SampleRequest, ThreadedStream
-from .llamacpp import _Run, _cores
+from .base import Chunk, SampleQueue, SampleRequest, SequentialEngine, cpu_cores
 
 # %% auto #0
 __all__ = ['CHATML', 'DTYPES', 'tiny_model', 'logits_processors', 'pick_token', 'Detok', 'HFEngine']
@@ -92,7 +91,7 @@ class Detok:
 # %% ../../nbs/11a_engine_hf.ipynb #ff2c80e2
 DTYPES = ('bfloat16', 'float16', 'float32', 'auto')
 
-class HFEngine:
+class HFEngine(SequentialEngine):
     "An `Engine` over transformers: one sequence at a time, the samples of a question streamed in turn."
     def __init__(self,
                  model: str | Path,  # a local Hugging Face model folder (or a hub id with allow_download=True)
@@ -116,17 +115,16 @@ class HFEngine:
               "'cpu', 'cuda', 'cuda:N' or 'mps'", device)
         if n_ctx is not None: check_range(n_ctx, 'engine.n_ctx', 16, 1 << 22, integer=True)
         self.model = str(Path(model).expanduser()) if not allow_download or Path(model).expanduser().is_dir() else str(model)
-        self.dtype, self.n_threads, self.batch, self.device = dtype, n_threads or _cores(), batch, device
-        self.n_ctx_cap, self.allow_download, self.clock = n_ctx, allow_download, clock or RealClock()
+        self.dtype, self.n_threads, self.batch, self.device = dtype, n_threads or cpu_cores(), batch, device
+        super().__init__(clock)
+        self.n_ctx_cap, self.allow_download = n_ctx, allow_download
         self.n_ctx: int | None = None  # the effective context window, known once loaded
         self.stop_ids: set[int] = set()  # token ids that end a sample: the tokenizer's and the model's EOS tokens
         self._tok: Any = None
         self._lm: Any = None
         self._cache_kw = 'past_key_values'  # the forward() argument taking the KV cache ('cache' in newer transformers)
         self._keep = False  # whether forward() takes `logits_to_keep` (then only the last position's logits are computed)
-        self._exclusive = threading.Lock()  # one worker uses the model at a time
-        self._run: _Run | None = None
-        self._stream: ThreadedStream | None = None
+    name = 'hf'
 
     def __repr__(self): return f"HFEngine({self.model!r}, dtype={self.dtype!r}, device={self.device!r}, n_threads={self.n_threads})"
 
@@ -178,7 +176,7 @@ def _prompt(self: HFEngine, messages: list) -> list[int]:
 
 # %% ../../nbs/11a_engine_hf.ipynb #7b7479f5
 @patch
-def _stream_one(self: HFEngine, run: _Run, req: SampleRequest) -> Iterator[Chunk]:
+def _stream_one(self: HFEngine, run: SampleQueue, req: SampleRequest) -> Iterator[Chunk]:
     "Chunks of one sample, ending with its finish (or 'abort' once `run` says so)."
     import torch
     i, s = req.index, req.sampling
@@ -208,48 +206,6 @@ def _stream_one(self: HFEngine, run: _Run, req: SampleRequest) -> Iterator[Chunk
 
 # %% ../../nbs/11a_engine_hf.ipynb #bdbc64b4
 @patch
-def _samples(self: HFEngine, run: _Run) -> Iterator[Chunk]:
-    "Every chunk of `run`, its samples streamed one after another."
-    with self._exclusive:
-        self._load()
-        for req in run.requests:
-            if not run.take(req.index): continue  # aborted while queued: its 'abort' chunk is already out
-            try: yield from self._stream_one(run, req)
-            except Exception as e: yield Chunk(req.index, '', 0, 'error', f"{type(e).__name__}: {e}")
-            finally: run.end(req.index)
-
-# %% ../../nbs/11a_engine_hf.ipynb #a2d8a37e
-@patch
-def start(self: HFEngine, requests: Sequence[SampleRequest]) -> None:
-    "Queue `requests`; a worker thread streams them one after another."
-    if self._run is not None: self.abort_all()
-    run = _Run(requests)
-    self._run = run
-    self._stream = ThreadedStream(lambda: self._samples(run), [r.index for r in run.requests], name='hf-engine')
-
-@patch
-def poll(self: HFEngine, timeout: float) -> list[Chunk]:
-    "Chunks that arrived, waiting at most `timeout` seconds for the first."
-    if self._stream is None: self.clock.sleep(timeout); return []
-    return self._stream.poll(timeout)
-
-@patch
-def abort(self: HFEngine, index: int) -> None:
-    "Stop sample `index`: a queued one never starts, a running one ends after its current token."
-    run, stream = self._run, self._stream
-    if run is None: return
-    with run.lock:  # the chunk is queued before the worker can pass the sample and report the stream's end
-        if run.abort(index): stream.q.put(Chunk(index, '', 0, 'abort'))
-
-@patch
-def abort_all(self: HFEngine) -> None:
-    "Stop every sample of the question."
-    if self._run is None: return
-    for r in reversed(self._run.requests): self.abort(r.index)
-
-@patch
-def close(self: HFEngine, timeout: float = 30.0) -> None:
-    "Abort everything, wait for the worker, free the model."
-    self.abort_all()
-    if self._stream is not None: self._stream.t.join(timeout)
-    with self._exclusive: self._lm = self._tok = None
+def _free(self: HFEngine) -> None:
+    "Drop the model and tokenizer (the worker has stopped)."
+    self._lm = self._tok = None

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 from ..core import Clock, RealClock, check, check_choice, check_range, patch
-from .base import Chunk, SampleRequest, ThreadedStream
+from .base import Chunk, SampleQueue, SampleRequest, SequentialEngine, ThreadedStream, cpu_cores
 
 # %% auto #0
 __all__ = ['MODELS', 'DEFAULT_MODEL', 'LLAMA_CPP_REQUIREMENT', 'GGUF_MAGIC', 'EmbeddedModel', 'ModelNotInstalled', 'model_parts',
@@ -97,40 +97,8 @@ def gguf_path(model: str | EmbeddedModel = DEFAULT_MODEL, cache_dir: str | Path 
         if os.path.exists(tmp): os.unlink(tmp)
     return out
 
-# %% ../../nbs/11_engine_llamacpp.ipynb #4ac9a97f
-class _Run:
-    "The samples of one `start` call and their states: 'queued' -> 'running' -> 'done'."
-    def __init__(self, requests: Sequence[SampleRequest]):
-        self.requests = list(requests)
-        self.state = {r.index: 'queued' for r in self.requests}
-        check(len(self.state) == len(self.requests), 'requests', 'distinct sample indices', [r.index for r in self.requests])
-        self.aborted: set[int] = set()
-        self.lock = threading.RLock()  # reentrant: the engine holds it while it reports a queued sample's abort
-
-    def take(self, i: int) -> bool:
-        "Mark queued sample `i` running; False if it was aborted meanwhile."
-        with self.lock:
-            if self.state[i] != 'queued': return False
-            self.state[i] = 'running'; return True
-
-    def abort(self, i: int) -> bool:
-        "Ask sample `i` to stop; True if it was still queued (the caller reports its 'abort' at once)."
-        with self.lock:
-            if self.state.get(i) == 'queued': self.state[i] = 'done'; return True
-            if self.state.get(i) == 'running': self.aborted.add(i)
-            return False
-
-    def is_aborted(self, i: int) -> bool: return i in self.aborted
-    def end(self, i: int) -> None:
-        with self.lock: self.state[i] = 'done'
-
 # %% ../../nbs/11_engine_llamacpp.ipynb #08bde043
-def _cores() -> int:
-    "Cores this process may run on."
-    try: return len(os.sched_getaffinity(0))
-    except AttributeError: return os.cpu_count() or 1
-
-class LlamaCppEngine:
+class LlamaCppEngine(SequentialEngine):
     "An `Engine` over llama.cpp: one sequence at a time, the samples of a question streamed in turn."
     def __init__(self,
                  model: str | Path = DEFAULT_MODEL,  # a registry name (see `MODELS`) or a path to a .gguf file
@@ -146,13 +114,12 @@ class LlamaCppEngine:
         self.omp_wait = omp_wait
         if n_threads is not None: check_range(n_threads, 'engine.n_threads', 1, 1024, integer=True)
         if not (isinstance(model, Path) or model in MODELS or str(model).endswith('.gguf')): _lookup(model)
-        self.model, self.n_ctx, self.n_threads = model, n_ctx, n_threads or _cores()
-        self.clock, self.cache_dir, self.reuse_prompt, self.verbose = clock or RealClock(), cache_dir, reuse_prompt, verbose
+        self.model, self.n_ctx, self.n_threads = model, n_ctx, n_threads or cpu_cores()
+        super().__init__(clock)
+        self.cache_dir, self.reuse_prompt, self.verbose = cache_dir, reuse_prompt, verbose
         self._llm: Any = None  # the llama_cpp.Llama, once loaded
         self._fmt: Any = None  # the chat formatter: messages -> prompt text and stop strings
-        self._exclusive = threading.Lock()  # one worker uses the model at a time
-        self._run: _Run | None = None
-        self._stream: ThreadedStream | None = None
+    name = 'llamacpp'
 
     def __repr__(self): return f"LlamaCppEngine({self.model!r}, n_ctx={self.n_ctx}, n_threads={self.n_threads})"
 
@@ -197,7 +164,7 @@ def _prompt(self: LlamaCppEngine, messages: list) -> tuple[list[int], list[str]]
 _FINISH = {'stop': 'stop', 'length': 'length'}
 
 @patch
-def _stream_one(self: LlamaCppEngine, run: _Run, req: SampleRequest) -> Iterator[Chunk]:
+def _stream_one(self: LlamaCppEngine, run: SampleQueue, req: SampleRequest) -> Iterator[Chunk]:
     "Chunks of one sample, ending with its finish (or 'abort' once `run` says so)."
     i, s, llm = req.index, req.sampling, self._llm
     prompt, stop = self._prompt(req.messages)
@@ -220,51 +187,7 @@ def _stream_one(self: LlamaCppEngine, run: _Run, req: SampleRequest) -> Iterator
 
 # %% ../../nbs/11_engine_llamacpp.ipynb #c9eb84cc
 @patch
-def _samples(self: LlamaCppEngine, run: _Run) -> Iterator[Chunk]:
-    "Every chunk of `run`, its samples streamed one after another."
-    with self._exclusive:
-        self._load()
-        for req in run.requests:
-            if not run.take(req.index): continue  # aborted while queued: its 'abort' chunk is already out
-            try: yield from self._stream_one(run, req)
-            except Exception as e: yield Chunk(req.index, '', 0, 'error', f"{type(e).__name__}: {e}")
-            finally: run.end(req.index)
-
-# %% ../../nbs/11_engine_llamacpp.ipynb #3657ca6f
-@patch
-def start(self: LlamaCppEngine, requests: Sequence[SampleRequest]) -> None:
-    "Queue `requests`; a worker thread streams them one after another."
-    if self._run is not None: self.abort_all()
-    run = _Run(requests)
-    self._run = run
-    self._stream = ThreadedStream(lambda: self._samples(run), [r.index for r in run.requests], name='llamacpp-engine')
-
-@patch
-def poll(self: LlamaCppEngine, timeout: float) -> list[Chunk]:
-    "Chunks that arrived, waiting at most `timeout` seconds for the first."
-    if self._stream is None: self.clock.sleep(timeout); return []
-    return self._stream.poll(timeout)
-
-# %% ../../nbs/11_engine_llamacpp.ipynb #c05eb91d
-@patch
-def abort(self: LlamaCppEngine, index: int) -> None:
-    "Stop sample `index`: a queued one never starts, a running one ends after its current token."
-    run, stream = self._run, self._stream
-    if run is None: return
-    with run.lock:  # the chunk is queued before the worker can pass the sample and report the stream's end
-        if run.abort(index): stream.q.put(Chunk(index, '', 0, 'abort'))
-
-@patch
-def abort_all(self: LlamaCppEngine) -> None:
-    "Stop every sample of the question."
-    if self._run is None: return
-    for r in reversed(self._run.requests): self.abort(r.index)  # queued ones first: the running one may finish any moment
-
-@patch
-def close(self: LlamaCppEngine, timeout: float = 30.0) -> None:
-    "Abort everything, wait for the worker, free the model."
-    self.abort_all()
-    if self._stream is not None: self._stream.t.join(timeout)
-    with self._exclusive:
-        if self._llm is not None: self._llm.close()
-        self._llm = self._fmt = None
+def _free(self: LlamaCppEngine) -> None:
+    "Free the model (the worker has stopped)."
+    if self._llm is not None: self._llm.close()
+    self._llm = self._fmt = None
