@@ -12,7 +12,7 @@ def test_run_bench_small(tmp_path):
     md = (tmp_path / 'results.md').read_text()
     for k, t in KEYS.items():
         assert k in data and isinstance(data[k], t), (k, data.get(k))
-    assert data['loop_cpu_us_per_token'] > 0 and 0 < data['loop_share_at_2400_tok_s'] < 1
+    assert all(r['ours_gross_us_per_token'] > 0 for r in data['loop'])  # the loop did measurable work (values not asserted)
     assert data['small'] is True and data['headline_tokens_per_sample'] == 4000
     assert [r['tokens_per_sample'] for r in data['loop']] == [1000, 2000, 4000]
     for r in data['loop']:
