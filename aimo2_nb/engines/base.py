@@ -127,6 +127,17 @@ def cpu_cores() -> int:
 class SequentialEngine:
     "Base of engines that generate one sample at a time in a worker thread."
     name = 'engine'  # the worker thread's name
+    SETTINGS: tuple = ()  # the keys `from_settings` accepts
+    REQUIRED: dict = {}  # keys that must be given -> what they are (for the error)
+
+    @classmethod
+    def from_settings(cls, settings: dict | None = None, clock: Clock | None = None):
+        "An engine from `RunConfig.engine`-style settings; unknown and missing keys are errors that name them."
+        d = {k: v for k, v in (settings or {}).items() if k != 'kind'}  # `kind` picked this class
+        for k in d: check(k in cls.SETTINGS, f'engine.{k}', 'a known setting (' + ', '.join(cls.SETTINGS) + ')', k)
+        for k, what in cls.REQUIRED.items(): check(k in d, f'engine.{k}', what, None)
+        return cls(clock=clock, **d)
+
     def __init__(self, clock: Clock | None = None):
         self.clock = clock or RealClock()
         self._exclusive = threading.Lock()  # one worker uses the model at a time

@@ -129,15 +129,8 @@ class HFEngine(SequentialEngine):
     def __repr__(self): return f"HFEngine({self.model!r}, dtype={self.dtype!r}, device={self.device!r}, n_threads={self.n_threads})"
 
 # %% ../../nbs/11a_engine_hf.ipynb #3379a94a
-_SETTINGS = ('model', 'dtype', 'n_threads', 'batch', 'device', 'n_ctx', 'allow_download')
-
-def _from_settings(cls, settings: dict | None = None, clock: Clock | None = None) -> HFEngine:
-    "An engine from `RunConfig.engine`-style settings."
-    d = {k: v for k, v in (settings or {}).items() if k != 'kind'}
-    for k in d: check(k in _SETTINGS, f'engine.{k}', 'a known setting (' + ', '.join(_SETTINGS) + ')', k)
-    check('model' in d, 'engine.model', 'a Hugging Face model folder (or a hub id with allow_download: true)', None)
-    return cls(clock=clock, **d)
-HFEngine.from_settings = classmethod(_from_settings)  # `patch` has no classmethod form
+HFEngine.SETTINGS = ('model', 'dtype', 'n_threads', 'batch', 'device', 'n_ctx', 'allow_download')
+HFEngine.REQUIRED = {'model': 'a Hugging Face model folder (or a hub id with allow_download: true)'}
 
 # %% ../../nbs/11a_engine_hf.ipynb #617d24c2
 @patch

@@ -124,14 +124,7 @@ class LlamaCppEngine(SequentialEngine):
     def __repr__(self): return f"LlamaCppEngine({self.model!r}, n_ctx={self.n_ctx}, n_threads={self.n_threads})"
 
 # %% ../../nbs/11_engine_llamacpp.ipynb #a13ba2a5
-_SETTINGS = ('model', 'n_ctx', 'n_threads', 'cache_dir', 'reuse_prompt', 'verbose', 'omp_wait')
-
-def _from_settings(cls, settings: dict | None = None, clock: Clock | None = None) -> LlamaCppEngine:
-    "An engine from `RunConfig.engine`-style settings."
-    d = {k: v for k, v in (settings or {}).items() if k != 'kind'}
-    for k in d: check(k in _SETTINGS, f'engine.{k}', 'a known setting (' + ', '.join(_SETTINGS) + ')', k)
-    return cls(clock=clock, **d)
-LlamaCppEngine.from_settings = classmethod(_from_settings)  # `patch` has no classmethod form
+LlamaCppEngine.SETTINGS = ('model', 'n_ctx', 'n_threads', 'cache_dir', 'reuse_prompt', 'verbose', 'omp_wait')
 
 # %% ../../nbs/11_engine_llamacpp.ipynb #69063f9e
 @patch
