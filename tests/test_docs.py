@@ -1,0 +1,41 @@
+"The notebooks as documentation: one-line summaries make whole module docstrings; defect citations land on the list."
+from __future__ import annotations
+import ast, json, re
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# notebooks other helpers are rewriting now; their summary and citations are fixed when they land (then empty this)
+LATER = {'03_executor', '06_policies', '15_simulate'}
+NBS = sorted(p for p in (ROOT / 'nbs').glob('*.ipynb') if not p.name.startswith('_'))
+
+def cells(p: Path, kind: str) -> list[str]:
+    return [''.join(c['source']) for c in json.loads(p.read_text(encoding='utf-8'))['cells'] if c['cell_type'] == kind]
+
+def module_of(p: Path) -> Path | None:
+    m = next((re.search(r'^#\|\s*default_exp\s+(\S+)', s, re.M) for s in cells(p, 'code') if 'default_exp' in s), None)
+    return ROOT / 'aimo2_nb' / (m[1].replace('.', '/') + '.py') if m else None
+
+@pytest.mark.parametrize('nb', NBS, ids=lambda p: p.stem)
+def test_one_line_summary_is_the_whole_docstring(nb):
+    "nbdev reads only the first `> ` line of the title cell (module docstring, page description): it must be all of it."
+    if nb.stem in LATER: pytest.skip('being rewritten by another change')
+    title = cells(nb, 'markdown')[0].split('\n')
+    assert title[0].startswith('# '), title[0]
+    quotes = [l for l in title if l.startswith('>')]
+    assert len(quotes) == 1, f"{nb.name}: the summary spans {len(quotes)} lines; nbdev keeps only the first"
+    summary = quotes[0].lstrip('> ').strip()
+    assert summary[-1] in '.?!)`', f"{nb.name}: summary ends mid-sentence: {summary!r}"
+    mod = module_of(nb)
+    if mod: assert ast.get_docstring(ast.parse(mod.read_text(encoding='utf-8'))) == summary
+
+def test_defect_citations_land_on_the_list():
+    page = '\n'.join(cells(ROOT / 'nbs' / 'seed_defects.ipynb', 'markdown'))
+    listed = [int(n) for n in re.findall(r'^(\d+)\. <a id="defect-(?:\d+)"></a>', page, re.M)]
+    assert listed == list(range(1, len(listed) + 1)) and len(listed) >= 10
+    for n in listed: assert f'<a id="defect-{n}"></a>' in page
+    for nb in (p for p in NBS if p.stem not in LATER):
+        for s in cells(nb, 'markdown'):
+            for n in re.findall(r'seed_defects\.ipynb#defect-(\d+)', s): assert int(n) in listed, (nb.name, n)
+            bare = re.findall(r'(?<!\[)\bdefects? \d+(?![^\[]*\]\()', s)
+            assert not bare, f"{nb.name}: unlinked defect citation {bare}"
