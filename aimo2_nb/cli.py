@@ -4,32 +4,32 @@
 
 # %% ../nbs/10_cli.ipynb #acfd497a
 from __future__ import annotations
-import argparse, csv, importlib, json, os, sys, time
+import argparse, csv, importlib, sys, time
 from pathlib import Path
 from typing import Callable
 from .core import ConfigError
-from .config import RunConfig, load_config, profile, save_config, to_dict, config_hash, PROFILES
+from .config import RunConfig, load_config, profile, to_dict, config_hash, PROFILES
 
 # %% auto #0
 __all__ = ['SUBCOMMANDS', 'main', 'add_config_args', 'config_from_args', 'cli_config', 'progress_printer', 'format_result',
-           'read_questions', 'cli_solve', 'solve_rows', 'cli_simulate', 'cli_bench', 'cli_view']
+           'read_questions', 'cli_solve', 'solve_rows']
 
 # %% ../nbs/10_cli.ipynb #8decef3a
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     # name: (module, function, one-line help)
     'solve': ('aimo2_nb.cli', 'cli_solve', 'solve one question (or the first questions of a CSV) and show why'),
     'config': ('aimo2_nb.cli', 'cli_config', 'print a profile or a config file as YAML, validated'),
-    'eval': ('aimo2_nb.eval', 'cli_eval', 'evaluate a CSV under a config into a run folder'),
-    'report': ('aimo2_nb.eval', 'cli_report', 'compare run folders in one markdown table'),
-    'view': ('aimo2_nb.cli', 'cli_view', 'write a run folder (or a trace) as a static HTML trace viewer'),
-    'simulate': ('aimo2_nb.cli', 'cli_simulate', 'replay recorded runs under other policies'),
-    'bench': ('aimo2_nb.cli', 'cli_bench', 'run the benchmarks, write bench/results.json'),
-    'build': ('aimo2_nb.kaggle_build', 'cli_build', 'write the Kaggle submission notebook into submission/'),
-    'wheels': ('aimo2_nb.kaggle_push', 'cli_wheels', 'prepare (and push) the offline wheels dataset'),
-    'push': ('aimo2_nb.kaggle_push', 'cli_push', 'push the submission notebook with the kaggle CLI'),
-    'dedup': ('aimo2_nb.data', 'cli_dedup', 'merge SFT trace datasets and remove duplicate problems'),
-    'dpo-pairs': ('aimo2_nb.data', 'cli_dpo_pairs', 'choose DPO pairs that prefer shorter correct answers'),
-    'quantize': ('aimo2_nb.quantize', 'cli_quantize', 'AWQ 4-bit weights for TurboMind, calibrated offline'),
+    'eval': ('aimo2_nb.cli_runs', 'cli_eval', 'evaluate a CSV under a config into a run folder'),
+    'report': ('aimo2_nb.cli_runs', 'cli_report', 'compare run folders in one markdown table'),
+    'view': ('aimo2_nb.cli_runs', 'cli_view', 'write a run folder (or a trace) as a static HTML trace viewer'),
+    'simulate': ('aimo2_nb.cli_runs', 'cli_simulate', 'replay recorded runs under other policies'),
+    'bench': ('aimo2_nb.cli_runs', 'cli_bench', 'run the benchmarks, write bench/results.json'),
+    'build': ('aimo2_nb.cli_kaggle', 'cli_build', 'write the Kaggle submission notebook into submission/'),
+    'wheels': ('aimo2_nb.cli_kaggle', 'cli_wheels', 'prepare (and push) the offline wheels dataset'),
+    'push': ('aimo2_nb.cli_kaggle', 'cli_push', 'push the submission notebook with the kaggle CLI'),
+    'dedup': ('aimo2_nb.cli_data', 'cli_dedup', 'merge SFT trace datasets and remove duplicate problems'),
+    'dpo-pairs': ('aimo2_nb.cli_data', 'cli_dpo_pairs', 'choose DPO pairs that prefer shorter correct answers'),
+    'quantize': ('aimo2_nb.cli_data', 'cli_quantize', 'AWQ 4-bit weights for TurboMind, calibrated offline'),
 }
 
 def _usage() -> str:
@@ -193,55 +193,6 @@ def solve_rows(rows: list[dict], cfg: RunConfig, trace: Path, quiet: bool = Fals
     graded = sum(r['answer'] is not None for r in rows)
     if graded: print(f"\n{correct}/{graded} correct", flush=True)
     print(f"trace: {trace}  ({time.monotonic() - t0:.1f} s; see it with: aimo2 view {trace.parent})", flush=True)
-    return 0
-
-# %% ../nbs/10_cli.ipynb #0cb2fbe4
-def cli_simulate(argv: list[str]) -> int:
-    "`aimo2 simulate INPUT [--config FILE] [--json]`"
-    p = argparse.ArgumentParser(prog='aimo2 simulate', description='Replay recorded runs under other policies.')
-    p.add_argument('input', help='a trace (.jsonl), a run folder, or an answers table (.csv)')
-    p.add_argument('--config', help="a run YAML (policies) with an optional 'simulate:' section; default: the seed's policy")
-    p.add_argument('--json', action='store_true', help='print one JSON object')
-    a = p.parse_args(argv)
-    if not Path(a.input).exists(): raise ConfigError(f"INPUT: not found: {a.input}")
-    from aimo2_nb.simulate import simulate_main
-    try: print(simulate_main(a.input, a.config, a.json))
-    except (ValueError, KeyError) as e:
-        print(f"aimo2 simulate: {e}", file=sys.stderr); return 2
-    return 0
-
-def cli_bench(argv: list[str]) -> int:
-    "`aimo2 bench [--small] [--out DIR] [--exec-runs N]`"
-    p = argparse.ArgumentParser(prog='aimo2 bench', description='Run the benchmarks (ratios against baselines in the same run).')
-    p.add_argument('--small', action='store_true', help='small sizes (seconds; what CI runs)')
-    p.add_argument('--out', default='bench', help='folder for results.json and results.md (default: %(default)s)')
-    p.add_argument('--exec-runs', type=int, default=None, help='runs per code snippet')
-    a = p.parse_args(argv)
-    from aimo2_nb.bench import run_bench
-    res = run_bench(a.out, small=a.small, exec_runs=a.exec_runs)
-    md = Path(a.out) / 'results.md'
-    print(md.read_text() if md.exists() else json.dumps(res, indent=2))
-    return 0
-
-# %% ../nbs/10_cli.ipynb #c6a82a3f
-def cli_view(argv: list[str]) -> int:
-    "`aimo2 view RUN_DIR_OR_TRACE [--out FILE.html]`"
-    p = argparse.ArgumentParser(prog='aimo2 view', description='Write a static HTML trace viewer page.')
-    p.add_argument('run', help='a run folder (from aimo2 eval) or a trace .jsonl (from aimo2 solve)')
-    p.add_argument('--out', help='the HTML file (default: <run>/viewer.html or <trace>.html)')
-    a = p.parse_args(argv)
-    src = Path(a.run)
-    if not src.exists(): raise ConfigError(f"RUN: not found: {src}")
-    from aimo2_nb import viewer
-    if src.is_file():  # a lone trace: view it as a run folder of its own
-        import shutil, tempfile
-        tmp = Path(tempfile.mkdtemp(prefix='aimo2-view-')) / src.stem
-        tmp.mkdir(); shutil.copy(src, tmp / 'traces.jsonl')
-        out, src = Path(a.out) if a.out else src.with_suffix('.html'), tmp
-    else: out = Path(a.out) if a.out else src / 'viewer.html'
-    try: viewer.export_html(src, out)
-    except FileNotFoundError as e: raise ConfigError(f"RUN: {e}") from None
-    print(f"wrote {out}")
     return 0
 
 # %% ../nbs/10_cli.ipynb #3eea8daa

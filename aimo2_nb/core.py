@@ -5,10 +5,11 @@
 # %% ../nbs/00_core.ipynb #5404b13e
 from __future__ import annotations
 import dataclasses, math, threading, time
+from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
 # %% auto #0
-__all__ = ['patch', 'ConfigError', 'check', 'check_range', 'check_choice', 'Clock', 'RealClock', 'VirtualClock']
+__all__ = ['patch', 'ConfigError', 'check', 'check_range', 'check_choice', 'Clock', 'RealClock', 'VirtualClock', 'project_root']
 
 # %% ../nbs/00_core.ipynb #5e36410b
 def patch(f: Callable) -> Callable:
@@ -60,3 +61,11 @@ class VirtualClock:
         with self._lock: self.t += max(0.0, dt)
     def advance_to(self, t: float) -> None:
         with self._lock: self.t = max(self.t, t)
+
+# %% ../nbs/00_core.ipynb #7d3aee0f
+def project_root(start: Path | None = None) -> Path:
+    "The folder holding settings.ini, searching upward from `start` (default: the current folder)."
+    p = Path(start or Path.cwd()).resolve()
+    for d in (p, *p.parents):
+        if (d / 'settings.ini').exists(): return d
+    raise FileNotFoundError(f"no settings.ini above {p}")

@@ -16,8 +16,7 @@ __all__ = ['FIELDS', 'REQUIRED', 'SHINGLE', 'REPORT_COLUMNS', 'LengthUnit', 'Rej
            'get_path', 'Source', 'parse_source', 'read_chunks', 'normalize', 'shingles', 'MinHasher', 'jaccard',
            'true_jaccard', 'lsh_params', 'SortedIndex', 'hash64', 'numbers_key', 'as_bool', 'Decision', 'Deduper',
            'RowWriter', 'DedupStats', 'dedup', 'length_fn', 'Gen', 'PairRule', 'candidates', 'Embedder', 'windows',
-           'MiniLM', 'HashEmbedder', 'PairStats', 'pair_record', 'dpo_pairs', 'write_dataset_info', 'ratio_histogram',
-           'cli_dedup', 'cli_dpo_pairs']
+           'MiniLM', 'HashEmbedder', 'PairStats', 'pair_record', 'dpo_pairs', 'write_dataset_info', 'ratio_histogram']
 
 # %% ../nbs/20_data.ipynb #ebdfb9dc
 class DataError(ValueError):
@@ -699,66 +698,3 @@ def ratio_histogram(st: PairStats, ratio: float, path: Path) -> Path | None:
     ax.set_xlabel('len(chosen) / len(rejected)'); ax.set_ylabel('problems'); ax.legend(fontsize=8)
     fig.tight_layout(); fig.savefig(path, dpi=100)
     return path
-
-# %% ../nbs/20_data.ipynb #ac13622d
-def _err(name: str, e: BaseException) -> int:
-    print(f"aimo2 {name}: error: {e}", file=sys.stderr); return 2
-
-def cli_dedup(argv: list[str]) -> int:
-    "`aimo2 dedup IN... --out OUT`: merge SFT trace datasets and remove duplicate problems."
-    ap = argparse.ArgumentParser(prog='aimo2 dedup', description='Merge SFT trace datasets (JSONL / parquet) and remove '
-                                 'exact and near-duplicate problems; the first occurrence is kept.')
-    ap.add_argument('inputs', nargs='+', metavar='IN', help='input files, preferred first; PATH:problem=question,... maps one file\'s columns')
-    ap.add_argument('--out', required=True, help='kept rows: .jsonl or .parquet')
-    ap.add_argument('--report', help='removed rows, CSV (default: OUT.removed.csv)')
-    ap.add_argument('--columns', default='', help='column names for all inputs, e.g. problem=question,solution=output,correct=ok')
-    ap.add_argument('--threshold', type=float, default=0.8, help='Jaccard threshold for near duplicates (default %(default)s)')
-    ap.add_argument('--num-perm', type=int, default=64, help='MinHash size (default %(default)s)')
-    ap.add_argument('--ignore-numbers', action='store_true', help='near duplicates need not have the same numbers')
-    ap.add_argument('--only-correct', action='store_true', help='drop rows whose correctness flag is false')
-    ap.add_argument('--chunk-rows', type=int, default=5000, help='rows per chunk (default %(default)s)')
-    ap.add_argument('--quiet', action='store_true')
-    try: a = ap.parse_args(argv)
-    except SystemExit as e: return int(e.code or 0)
-    try:
-        if a.chunk_rows < 1: raise DataError(f"--chunk-rows: expected an integer >= 1, got {a.chunk_rows}")
-        base = Columns.parse(a.columns) if a.columns else None
-        st = dedup([parse_source(s, base) for s in a.inputs], a.out, a.report, a.threshold, a.num_perm,
-                   not a.ignore_numbers, a.only_correct, a.chunk_rows,
-                   progress=None if a.quiet else (lambda m: print(m, file=sys.stderr)))
-    except (DataError, OSError) as e: return _err('dedup', e)
-    print(st.table())
-    print(f"\n{sum(st.kept.values())} of {sum(st.read.values())} rows kept -> {a.out}; removed rows: "
-          f"{a.report or str(a.out) + '.removed.csv'} ({st.seconds:.1f} s, {st.state_bytes / 1e6:.1f} MB held)")
-    return 0
-
-def cli_dpo_pairs(argv: list[str]) -> int:
-    "`aimo2 dpo-pairs GENERATIONS --out OUT`: choose DPO pairs that prefer shorter correct answers."
-    ap = argparse.ArgumentParser(prog='aimo2 dpo-pairs', description='Choose one (chosen, rejected) pair per problem: '
-                                 'chosen correct, shorter than RATIO x rejected, longer than MIN_LEN, optionally less similar than SIM.')
-    ap.add_argument('generations', help='generations: .jsonl or .parquet (OpenR1-Math-220k columns by default)')
-    ap.add_argument('--out', required=True, help='pairs, JSONL (plus OUT.stats.json, OUT.ratios.png, dataset_info.json)')
-    ap.add_argument('--columns', default='', help='column names, default problem=problem,solution=generations,correct=correctness_math_verify')
-    ap.add_argument('--ratio', type=float, default=0.6, help='len(chosen) < RATIO * len(rejected) (default %(default)s)')
-    ap.add_argument('--min-len', type=int, default=1000, help='len(chosen) > MIN_LEN (default %(default)s)')
-    ap.add_argument('--sim-threshold', type=float, default=None, help='sim(chosen, rejected) < SIM with MiniLM embeddings (default: off)')
-    ap.add_argument('--rejected', choices=['any', 'incorrect', 'correct'], default='any', help='which generations may be rejected')
-    ap.add_argument('--length', choices=['chars', 'words', 'tokens'], default='chars', help='length unit (tokens need --tokenizer)')
-    ap.add_argument('--tokenizer', help='tokenizer.json (or its folder) for --length tokens')
-    ap.add_argument('--format', dest='fmt', choices=['plain', 'chat'], default='plain', help='plain strings or chat message lists')
-    ap.add_argument('--system', help='a system prompt to add to every pair')
-    ap.add_argument('--no-plot', action='store_true')
-    try: a = ap.parse_args(argv)
-    except SystemExit as e: return int(e.code or 0)
-    try:
-        base = Columns(solution='generations', correct='correctness_math_verify', answer='')
-        cols = Columns.parse(a.columns, base) if a.columns else base
-        st = dpo_pairs(parse_source(a.generations, cols), a.out, a.ratio, a.min_len, a.sim_threshold, a.rejected,
-                       a.length, a.tokenizer, a.fmt, a.system, plot=not a.no_plot)
-    except (DataError, OSError) as e: return _err('dpo-pairs', e)
-    s = st.summary()
-    print(f"{st.pairs} pairs from {st.problems} problems ({st.generations} generations) -> {a.out}")
-    print('funnel: ' + ' -> '.join(f"{c} {n}" for c, n in st.funnel))
-    print(f"length ratio chosen/rejected: mean {s['ratio']['mean']}, median {s['ratio']['median']}; "
-          f"mean lengths {s['chosen_len_mean']} / {s['rejected_len_mean']} {a.length}")
-    return 0

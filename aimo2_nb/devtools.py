@@ -6,9 +6,11 @@
 from __future__ import annotations
 import json, re, sys
 from pathlib import Path
+from .core import project_root
+from .kaggle_build import generated_files
 
 # %% auto #0
-__all__ = ['GENERATORS', 'root_links', 'readme_text', 'project_root', 'generated', 'write_generated', 'check_generated', 'main']
+__all__ = ['GENERATORS', 'root_links', 'readme_text', 'generated', 'write_generated', 'check_generated', 'main']
 
 # %% ../nbs/98_devtools.ipynb #4b04e28b
 def root_links(md: str, folder: str) -> str:
@@ -21,20 +23,12 @@ def readme_text(index_nb: Path) -> str:
     parts = [''.join(c['source']).strip('\n') for c in nb['cells'] if c['cell_type'] == 'markdown']
     return root_links('\n\n'.join(parts) + '\n', Path(index_nb).parent.name)
 
-def project_root(start: Path | None = None) -> Path:
-    "The folder holding settings.ini, searching upward from `start` (default: the current folder)."
-    p = Path(start or Path.cwd()).resolve()
-    for d in (p, *p.parents):
-        if (d / 'settings.ini').exists(): return d
-    raise FileNotFoundError(f"no settings.ini above {p}")
-
 # %% ../nbs/98_devtools.ipynb #9103f17e
 GENERATORS: list = []
 
 def generated(root: Path) -> dict[Path, str]:
     "Every generated file of the project and the text it must hold."
-    out = {root / 'README.md': readme_text(root / 'nbs' / 'index.ipynb')}
-    from aimo2_nb.kaggle_build import generated_files  # the submission notebook, its metadata and configs
+    out = {root / 'README.md': readme_text(root / 'nbs' / 'index.ipynb')}  # then the submission notebook, metadata, configs
     for g in [generated_files, *GENERATORS]: out.update(g(root))
     return out
 

@@ -21,7 +21,7 @@ __all__ = ['EARLY_STOPS', 'REPORT_COLUMNS', 'KIND_COLORS', 'PLOTS', 'EvalError',
            'read_jsonl', 'read_results', 'repair', 'result_row', 'Progress', 'eval_config', 'run_questions',
            'question_samples', 'run_events', 'sample_records', 'run_config', 'stop_savings', 'first_vs_final',
            'stop_vs_final', 'run_metrics', 'report_row', 'report_table', 'plot_tokens', 'plot_first_last', 'plot_time',
-           'save_plots', 'finish_run', 'evaluate', 'cli_eval', 'cli_report']
+           'save_plots', 'finish_run', 'evaluate']
 
 # %% ../nbs/13_eval.ipynb #958a011a
 class EvalError(ValueError):
@@ -479,57 +479,3 @@ def evaluate(csv: str | Path, config: RunConfig, engine, out_dir: str | Path, li
              progress: bool = True, executor: Any = None) -> dict:
     "Solve every question of `csv` into run folder `out_dir` (resuming it); the run's metrics."
     return finish_run(run_questions(csv, config, engine, out_dir, limit, progress, executor))
-
-# %% ../nbs/13_eval.ipynb #b147e78b
-def _parser(name: str, desc: str) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(prog=f"aimo2 {name}", description=desc)
-
-def cli_eval(argv: list[str]) -> int:
-    "`aimo2 eval`: evaluate a CSV into a run folder; prints the run's table row."
-    ap = _parser('eval', 'Run the solver over a CSV of questions (id, question, answer) into a resumable run folder.')
-    ap.add_argument('csv', help='questions: a CSV with columns id, question, answer')
-    ap.add_argument('--config', required=True, help='the run configuration (YAML)')
-    ap.add_argument('--out', required=True, help='run folder (created; an existing one is resumed)')
-    ap.add_argument('--limit', type=int, default=None, help='only the first N questions')
-    ap.add_argument('--engine-kind', default=None, help="engine adapter, overriding the config's engine.kind")
-    ap.add_argument('--quiet', action='store_true', help='no progress output')
-    try: a = ap.parse_args(argv)
-    except SystemExit as e: return int(e.code or 0)
-    try:
-        cfg = load_config(a.config)
-        if a.limit is not None and a.limit < 1: raise EvalError(f"--limit: expected an integer >= 1, got {a.limit}")
-        settings = dict(cfg.engine)
-        if a.engine_kind: settings['kind'] = a.engine_kind
-        read_questions(a.csv)  # check the input before loading a model
-        from aimo2_nb.engines.base import load_engine
-        engine = load_engine(settings)
-    except (ConfigError, EvalError, FileNotFoundError, ImportError) as e:
-        print(f"aimo2 eval: error: {e}", file=sys.stderr); return 2
-    try: m = evaluate(a.csv, cfg, engine, a.out, a.limit, progress=not a.quiet)
-    except (ConfigError, EvalError) as e:
-        print(f"aimo2 eval: error: {e}", file=sys.stderr); return 2
-    except KeyboardInterrupt:
-        print(f"aimo2 eval: interrupted; run the same command again to resume {a.out}", file=sys.stderr); return 130
-    finally:
-        close = getattr(engine, 'close', None)
-        if callable(close): close()
-    print(report_table([a.out]))
-    return 0
-
-def cli_report(argv: list[str]) -> int:
-    "`aimo2 report DIR...`: a markdown table comparing run folders."
-    ap = _parser('report', 'Compare evaluation run folders: one markdown table row per run.')
-    ap.add_argument('runs', nargs='+', help='run folders written by aimo2 eval')
-    ap.add_argument('--write', action='store_true', help='also rewrite each folder\'s summary.json and plots')
-    try: a = ap.parse_args(argv)
-    except SystemExit as e: return int(e.code or 0)
-    for r in a.runs:
-        if not (Path(r) / 'results.jsonl').is_file():
-            print(f"aimo2 report: error: {r}: not a run folder (no results.jsonl)", file=sys.stderr); return 2
-    try:
-        if a.write:
-            for r in a.runs: finish_run(r)
-        print(report_table(a.runs))
-    except (ConfigError, EvalError) as e:
-        print(f"aimo2 report: error: {e}", file=sys.stderr); return 2
-    return 0

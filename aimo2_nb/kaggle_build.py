@@ -15,13 +15,14 @@ from .kaggle import (PROFILES, CompetitionProfile, KernelSpec, ServeConfig, Subm
 __all__ = ['PACKAGE', 'SERVE_ROOTS', 'NEVER_EMBED', 'LOADER_CELL', 'NOTEBOOK_FILE', 'BANNER', 'SERVE_CELLS', 'BUILD_CONFIG',
            'module_files', 'embedded_modules', 'py_literal', 'notebook_text', 'package_version', 'build_notebook',
            'kernel_metadata', 'submission_for', 'local_submission', 'build_files', 'project_submission',
-           'generated_files', 'write_files', 'cli_build']
+           'generated_files', 'write_files']
 
 # %% ../nbs/16a_kaggle_build.ipynb #22202dab
 PACKAGE = 'aimo2_nb'
 SERVE_ROOTS = ('aimo2_nb.kaggle',)  # plus every module under aimo2_nb/engines/
-NEVER_EMBED = ('aimo2_nb._modidx', 'aimo2_nb.cli', 'aimo2_nb.devtools', 'aimo2_nb.eval', 'aimo2_nb.viewer',
-               'aimo2_nb.bench', 'aimo2_nb.simulate', 'aimo2_nb.kaggle_build', 'aimo2_nb.kaggle_push')
+NEVER_EMBED = ('aimo2_nb._modidx', 'aimo2_nb.cli', 'aimo2_nb.cli_runs', 'aimo2_nb.cli_kaggle', 'aimo2_nb.cli_data',
+               'aimo2_nb.devtools', 'aimo2_nb.eval', 'aimo2_nb.viewer', 'aimo2_nb.bench', 'aimo2_nb.simulate',
+               'aimo2_nb.kaggle_build', 'aimo2_nb.kaggle_push')
 
 def module_files(root: Path) -> dict[str, Path]:
     "Module name -> file of every module in the package under `root`."
@@ -233,38 +234,3 @@ def write_files(files: dict[Path, str]) -> list[Path]:
         if not p.exists() or p.read_text(encoding='utf-8') != text:
             p.parent.mkdir(parents=True, exist_ok=True); p.write_text(text, encoding='utf-8'); changed.append(p)
     return changed
-
-# %% ../nbs/16a_kaggle_build.ipynb #c41abf5b
-def _project_root() -> Path:
-    "The folder holding settings.ini above the current folder."
-    from aimo2_nb.devtools import project_root
-    return project_root()
-
-def cli_build(argv: list[str]) -> int:
-    "`aimo2 build`: write the submission folder."
-    ap = argparse.ArgumentParser(prog='aimo2 build', description='Build the self-contained Kaggle submission notebook.')
-    ap.add_argument('--profile', choices=sorted(PROFILES), help='competition profile (default: the config file\'s, else aimo2)')
-    ap.add_argument('--config', help=f'submission config YAML overriding the defaults (default: {BUILD_CONFIG} in the project, if present)')
-    ap.add_argument('--out', help='output folder (default: submission/ in the project)')
-    ap.add_argument('--root', help='project root (default: the folder holding settings.ini)')
-    ap.add_argument('--check', action='store_true', help='write nothing; exit 1 if the folder is out of date')
-    try: a = ap.parse_args(argv)
-    except SystemExit as e: return int(e.code or 0)
-    try:
-        root = Path(a.root).resolve() if a.root else _project_root()
-        if a.config: base = load_submission(Path(a.config))
-        elif (root / BUILD_CONFIG).is_file(): base = load_submission(root / BUILD_CONFIG)
-        else: base = None
-        sub = submission_for(a.profile or (base.profile if base else 'aimo2'), base)
-        out = Path(a.out) if a.out else root / 'submission'
-        files = build_files(root, sub, out)
-    except (ConfigError, OSError, KeyError) as e:
-        print(f"aimo2 build: error: {e}", file=sys.stderr); return 2
-    if a.check:
-        bad = [p for p, t in files.items() if not p.exists() or p.read_text(encoding='utf-8') != t]
-        for p in bad: print(f"out of date: {p}")
-        return 1 if bad else 0
-    try: changed = write_files(files)
-    except OSError as e: print(f"aimo2 build: error: cannot write {out}: {e}", file=sys.stderr); return 2
-    for p in files: print(f"{'wrote' if p in changed else 'unchanged'} {p}")
-    return 0

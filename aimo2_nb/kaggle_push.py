@@ -11,8 +11,7 @@ from typing import Callable, Sequence
 
 # %% auto #0
 __all__ = ['ERROR_MARKERS', 'LMDEPLOY', 'WHEELS_EXTRA', 'WHEELS_PYTHON', 'WHEELS_PLATFORMS', 'WHEELS_LIST', 'kaggle_cli',
-           'CliResult', 'run_cli', 'cli_error', 'cli_push', 'wheel_specs', 'download_cmd', 'wheel_list',
-           'dataset_metadata', 'cli_wheels']
+           'CliResult', 'run_cli', 'cli_error', 'wheel_specs', 'download_cmd', 'wheel_list', 'dataset_metadata']
 
 # %% ../nbs/16b_kaggle_push.ipynb #d2a8148d
 def kaggle_cli() -> str:
@@ -51,46 +50,6 @@ def cli_error(res: CliResult) -> str | None:
         return (lines[-1].strip() if lines else '') or f"exit status {res.returncode}"
     return None
 
-# %% ../nbs/16b_kaggle_push.ipynb #358cd6cf
-def _stale(folder: Path) -> list[Path]:
-    "Files of the project's default build that differ from `folder` (empty unless `folder` is that build)."
-    try:
-        from aimo2_nb.devtools import project_root
-        from aimo2_nb.kaggle_build import generated_files
-        root = project_root(folder)
-        if (root / 'submission').resolve() != folder.resolve(): return []
-        return [p for p, t in generated_files(root).items() if not p.exists() or p.read_text(encoding='utf-8') != t]
-    except FileNotFoundError: return []
-
-def cli_push(argv: list[str]) -> int:
-    "`aimo2 push`: push the built submission notebook with the kaggle CLI."
-    ap = argparse.ArgumentParser(prog='aimo2 push', description='Push the submission notebook: kaggle kernels push -p DIR.')
-    ap.add_argument('-p', '--path', default='submission', help='the built folder (default: submission)')
-    ap.add_argument('--kaggle', help='the kaggle executable (default: the one next to this Python, else on PATH)')
-    ap.add_argument('--force', action='store_true', help='push even if the folder is out of date with the notebooks')
-    try: a = ap.parse_args(argv)
-    except SystemExit as e: return int(e.code or 0)
-    folder = Path(a.path)
-    meta = folder / 'kernel-metadata.json'
-    if not meta.is_file():
-        print(f"aimo2 push: error: {meta} not found: run `aimo2 build` first", file=sys.stderr); return 2
-    try: code_file = folder / json.loads(meta.read_text(encoding='utf-8'))['code_file']
-    except (ValueError, KeyError) as e:
-        print(f"aimo2 push: error: {meta}: no code_file ({e})", file=sys.stderr); return 2
-    if not code_file.is_file():
-        print(f"aimo2 push: error: {code_file} not found: run `aimo2 build` first", file=sys.stderr); return 2
-    stale = [] if a.force else _stale(folder)
-    if stale:
-        print(f"aimo2 push: error: {folder} is out of date with the notebooks ({', '.join(p.name for p in stale)}): "
-              "run `nbdev_export && aimo2 build`, or pass --force", file=sys.stderr); return 2
-    try: res = run_cli(['kernels', 'push', '-p', str(folder)], a.kaggle)
-    except FileNotFoundError as e: print(f"aimo2 push: error: {e}", file=sys.stderr); return 2
-    print(res.output, end='')
-    err = cli_error(res)
-    if err or 'successfully' not in res.output:
-        print(f"aimo2 push: failed: {err or 'the CLI did not report a successful push'}", file=sys.stderr); return 1
-    return 0
-
 # %% ../nbs/16b_kaggle_push.ipynb #6ccfb477
 LMDEPLOY = 'lmdeploy==0.18.0'
 WHEELS_EXTRA = ('mmengine-lite', 'addict', 'yapf', 'shortuuid', 'partial-json-parser', 'openai-harmony', 'pybase64',
@@ -124,54 +83,3 @@ def wheel_list(folder: Path, specs: Sequence[str]) -> str:
 def dataset_metadata(dataset: str, title: str) -> str:
     "dataset-metadata.json for the wheels dataset."
     return json.dumps({'id': dataset, 'title': title, 'licenses': [{'name': 'other'}]}, indent=2) + '\n'
-
-# %% ../nbs/16b_kaggle_push.ipynb #566bede1
-def _push_dataset(out: Path, notes: str, kaggle: str | None) -> int:
-    "Create the dataset, or add a version if it exists; 0 on success."
-    res = run_cli(['datasets', 'create', '-p', str(out)], kaggle)
-    print(res.output, end='')
-    if 'already in use' in res.output:
-        res = run_cli(['datasets', 'version', '-p', str(out), '-m', notes], kaggle)
-        print(res.output, end='')
-    err = cli_error(res)
-    if err or 'is being created' not in res.output:
-        print(f"aimo2 wheels: push failed: {err or 'the CLI did not report success'}", file=sys.stderr); return 1
-    return 0
-
-def cli_wheels(argv: list[str], run: Callable = subprocess.run) -> int:
-    "`aimo2 wheels`: prepare (and push) the offline wheels dataset."
-    ap = argparse.ArgumentParser(prog='aimo2 wheels', description='Prepare the wheels dataset for the Kaggle image.')
-    ap.add_argument('--out', default='wheels', help='the dataset folder (default: wheels)')
-    ap.add_argument('--dataset', default='aimo2-nb/aimo2-wheels', help='owner/slug of the Kaggle dataset')
-    ap.add_argument('--title', default='aimo2 wheels', help='dataset title (6-50 characters)')
-    ap.add_argument('--with', dest='extra', action='append', default=[], metavar='SPEC', help='another wheel to include')
-    ap.add_argument('--without', action='append', default=[], metavar='NAME', help='leave out one of the default extras')
-    ap.add_argument('--python-version', default=WHEELS_PYTHON)
-    ap.add_argument('--platform', action='append', metavar='TAG', help=f"platform tags (default: {' '.join(WHEELS_PLATFORMS)})")
-    ap.add_argument('--no-download', action='store_true', help='write the list and metadata only')
-    ap.add_argument('--dry-run', action='store_true', help='print what would run; write nothing')
-    ap.add_argument('--push', action='store_true', help='upload with kaggle datasets create / version')
-    ap.add_argument('-m', '--notes', default='aimo2 wheels update', help='version notes when the dataset exists')
-    ap.add_argument('--kaggle', help='the kaggle executable')
-    try: a = ap.parse_args(argv)
-    except SystemExit as e: return int(e.code or 0)
-    if a.dataset.count('/') != 1 or not 6 <= len(a.dataset.split('/')[1]) <= 50:
-        print(f"aimo2 wheels: error: --dataset: expected owner/slug with a 6-50 character slug, got {a.dataset!r}", file=sys.stderr); return 2
-    if not 6 <= len(a.title) <= 50:
-        print(f"aimo2 wheels: error: --title: expected 6-50 characters, got {a.title!r}", file=sys.stderr); return 2
-    out, specs = Path(a.out), wheel_specs(a.extra, a.without)
-    cmd = download_cmd(specs, out, a.python_version, a.platform or WHEELS_PLATFORMS)
-    if a.dry_run:
-        print(' '.join(cmd)); print(f"write {out / WHEELS_LIST}, {out / 'dataset-metadata.json'}")
-        if a.push: print(f"kaggle datasets create -p {out}  (or: kaggle datasets version -p {out} -m {a.notes!r})")
-        return 0
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        if not a.no_download:
-            res = run(cmd)
-            if res.returncode != 0: print(f"aimo2 wheels: pip download failed ({res.returncode})", file=sys.stderr); return 1
-        (out / WHEELS_LIST).write_text(wheel_list(out, specs), encoding='utf-8')
-        (out / 'dataset-metadata.json').write_text(dataset_metadata(a.dataset, a.title), encoding='utf-8')
-    except OSError as e: print(f"aimo2 wheels: error: {e}", file=sys.stderr); return 2
-    print(f"wrote {out / WHEELS_LIST} ({len(list(out.glob('*.whl')))} wheels), {out / 'dataset-metadata.json'}")
-    return _push_dataset(out, a.notes, a.kaggle) if a.push else 0

@@ -14,7 +14,7 @@ from .core import ConfigError, check, check_choice, check_range
 __all__ = ['AWQ_ARCHS', 'AWQ_ORDER', 'QuantizeConfig', 'awq_kwargs', 'QuantizeError', 'calib_texts', 'calib_batches',
            'tokenizer_encoder', 'offline_calib', 'weight_files', 'check_model_dir', 'safetensors_header',
            'awq_layout_errors', 'write_safetensors_header', 'unpack_int4', 'dequantize_gemm', 'pack_int4',
-           'folder_bytes', 'plan', 'quantize', 'engine_settings', 'cli_quantize']
+           'folder_bytes', 'plan', 'quantize', 'engine_settings']
 
 # %% ../nbs/21_quantize.ipynb #044126f0
 @dataclass
@@ -300,42 +300,3 @@ def engine_settings(out: str | Path, quant_policy: int = 8, backend: str = 'turb
     d = dict(kind='lmdeploy', model=str(out), backend=backend, model_format='awq', quant_policy=quant_policy, **extra)
     settings_config(d)  # validate
     return d
-
-# %% ../nbs/21_quantize.ipynb #42fd5d1c
-def cli_quantize(argv: list[str], log: Callable[[str], None] | None = None) -> int:
-    "`aimo2 quantize MODEL_DIR --out OUT_DIR`: AWQ W4 weights for TurboMind, calibrated on local text."
-    ap = argparse.ArgumentParser(prog='aimo2 quantize', description='AWQ 4-bit (GEMM, group 128) quantization with '
-                                 "lmdeploy's quantizer, calibrated offline on local text files.")
-    ap.add_argument('model', metavar='MODEL_DIR', help='a local HF model folder')
-    ap.add_argument('--out', required=True, metavar='OUT_DIR', help='the quantized model folder')
-    ap.add_argument('--calib', action='append', default=[], metavar='FILE', help='calibration text (.jsonl/.parquet; repeatable): '
-                    'a text column, or problem + solution columns (e.g. the output of aimo2 dedup)')
-    ap.add_argument('--calib-field', help='the text column of the calibration files')
-    ap.add_argument('--calib-samples', type=int, default=128, help='calibration blocks (default %(default)s; 0: data-free)')
-    ap.add_argument('--calib-seqlen', type=int, default=2048, help='tokens per block (default %(default)s)')
-    ap.add_argument('--w-group-size', type=int, default=128, help='quantization group size (default %(default)s; TurboMind needs 128)')
-    ap.add_argument('--search-scale', action='store_true', help="lmdeploy's AWQ scale search (slower)")
-    ap.add_argument('--batch-size', type=int, default=1, help='calibration blocks per forward pass')
-    ap.add_argument('--dtype', choices=['float16', 'bfloat16', 'auto'], default='float16')
-    ap.add_argument('--device', default='cuda')
-    ap.add_argument('--seed', type=int, default=0)
-    ap.add_argument('--overwrite', action='store_true', help='replace a non-empty OUT_DIR')
-    ap.add_argument('--dry-run', action='store_true', help='check inputs, build the calibration blocks, print the plan; no lmdeploy')
-    try: a = ap.parse_args(argv)
-    except SystemExit as e: return int(e.code or 0)
-    say = log or (lambda m: print(m, file=sys.stderr))
-    try:
-        cfg = QuantizeConfig(a.model, a.out, a.calib, a.calib_samples, a.calib_seqlen, a.calib_field,
-                             w_group_size=a.w_group_size, search_scale=a.search_scale, batch_size=a.batch_size,
-                             dtype=a.dtype, device=a.device, seed=a.seed, overwrite=a.overwrite)
-        if a.dry_run:
-            summary, _ = plan(cfg)
-            print(json.dumps(summary, indent=1)); return 0
-        summary = quantize(cfg, say)
-    except (ConfigError, QuantizeError, OSError) as e:
-        print(f"aimo2 quantize: error: {e}", file=sys.stderr); return 2
-    print(f"{a.out}: AWQ W4 g{a.w_group_size}, {summary['awq_bytes'] / 1e9:.2f} GB "
-          f"({summary['size_ratio']}x smaller), {summary['seconds']} s")
-    print('serve it with (run config):\n' + '\n'.join(
-        ['engine:'] + [f"  {k}: {v}" for k, v in engine_settings(a.out).items()]))
-    return 0

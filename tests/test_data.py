@@ -6,8 +6,9 @@ import contextlib, csv, io, json, os, random, subprocess, sys, textwrap
 from pathlib import Path
 import numpy as np
 import pytest
-from aimo2_nb.data import (Columns, DataError, Deduper, HashEmbedder, MiniLM, Source, cli_dedup, cli_dpo_pairs, dedup,
-                           dpo_pairs, normalize, parse_source, read_chunks)
+from aimo2_nb.data import (Columns, DataError, Deduper, HashEmbedder, MiniLM, Source, dedup, dpo_pairs, normalize,
+                           parse_source, read_chunks)
+from aimo2_nb.cli_data import cli_dedup, cli_dpo_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = ROOT / 'tests' / 'fixtures' / 'data'

@@ -7,6 +7,7 @@ from aimo2_nb.config import RunConfig, PromptConfig, PromptSpec, SpeedConfig, Ti
 from aimo2_nb.core import VirtualClock
 from aimo2_nb.engines.replay import TimedEngine, ScriptedExecutor, Step, say
 from aimo2_nb import eval as E
+from aimo2_nb.cli_runs import cli_eval, cli_report
 from aimo2_nb.trace import read_events
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,7 +151,7 @@ def test_metrics_from_fixture():
 def test_report_table_compares_runs(capsys, tmp_path):
     other = tmp_path / 'other'
     shutil.copytree(FIXTURE, other)
-    assert E.cli_report([str(FIXTURE), str(other)]) == 0
+    assert cli_report([str(FIXTURE), str(other)]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 4 and out[2].startswith('| eval_run |') and out[3].startswith('| other |')
     assert all(l.count(' | ') == len(E.REPORT_COLUMNS) - 1 for l in out)
@@ -179,7 +180,7 @@ def test_cli_eval_bad_input_exits_2(tmp_path, capsys):
              ([str(csv), '--config', str(good), '--out', str(tmp_path / 'o'), '--limit', 'x'], "invalid int value"),
              ([str(csv), '--out', str(tmp_path / 'o')], 'the following arguments are required: --config')]
     for argv, msg in cases:
-        assert E.cli_eval(argv) == 2, argv
+        assert cli_eval(argv) == 2, argv
         err = capsys.readouterr().err
         assert msg in err and 'Traceback' not in err, (argv, err)
 
@@ -194,9 +195,9 @@ def test_cli_eval_runs_and_resumes(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(E, '_own_executor', lambda cfg, engine: ScriptedExecutor(no_code, engine.clock))
     csv, cfgp, out = write_csv(tmp_path / 'q.csv', 4), tmp_path / 'c.yaml', tmp_path / 'run'
     save_config(config(), cfgp)
-    assert E.cli_eval([str(csv), '--config', str(cfgp), '--out', str(out), '--limit', '3', '--engine-kind', 'scripted']) == 0
+    assert cli_eval([str(csv), '--config', str(cfgp), '--out', str(out), '--limit', '3', '--engine-kind', 'scripted']) == 0
     cap = capsys.readouterr()
     assert '| run |' in cap.out and '| 3/3 |' in cap.out and 'q2: 4 (gold 4) ok' in cap.err
-    assert E.cli_eval([str(csv), '--config', str(cfgp), '--out', str(out), '--limit', '3', '--engine-kind', 'scripted', '--quiet']) == 0
+    assert cli_eval([str(csv), '--config', str(cfgp), '--out', str(out), '--limit', '3', '--engine-kind', 'scripted', '--quiet']) == 0
     assert len((out / 'results.jsonl').read_text().splitlines()) == 3
     assert (out / 'summary.json').exists() and (out / 'tokens.png').exists()

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from aimo2_nb.kaggle import PROFILES, hash_answer
-from aimo2_nb.kaggle_build import NOTEBOOK_FILE, build_files, cli_build, generated_files, submission_for
+from aimo2_nb.kaggle_build import NOTEBOOK_FILE, build_files, generated_files, submission_for
+from aimo2_nb.cli_kaggle import cli_build
 
 ROOT = Path(__file__).resolve().parents[1]
 STUBS = ROOT / 'tests' / 'stubs'

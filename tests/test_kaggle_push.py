@@ -12,8 +12,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / 'stubs'))
 from kaggle_api_stub import KaggleStub  # noqa: E402
 
-from aimo2_nb.kaggle_build import NOTEBOOK_FILE, cli_build  # noqa: E402
-from aimo2_nb.kaggle_push import cli_push, cli_wheels, kaggle_cli  # noqa: E402
+from aimo2_nb.kaggle_build import NOTEBOOK_FILE  # noqa: E402
+from aimo2_nb.cli_kaggle import cli_build, cli_push, cli_wheels  # noqa: E402
+from aimo2_nb.kaggle_push import kaggle_cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from aimo2_nb.core import ConfigError
 from aimo2_nb.quantize import (QuantizeConfig, QuantizeError, awq_kwargs, awq_layout_errors, calib_batches, calib_texts,
-                               check_model_dir, cli_quantize, dequantize_gemm, engine_settings, pack_int4, plan,
+                               check_model_dir, dequantize_gemm, engine_settings, pack_int4, plan,
                                safetensors_header, tokenizer_encoder, unpack_int4, write_safetensors_header)
+from aimo2_nb.cli_data import cli_quantize
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = ROOT / 'tests' / 'fixtures' / 'data'

@@ -14,7 +14,8 @@ torch = pytest.importorskip('torch')
 if not torch.cuda.is_available(): pytest.skip('no CUDA device', allow_module_level=True)
 pytest.importorskip('lmdeploy')
 
-from aimo2_nb.quantize import awq_layout_errors, cli_quantize
+from aimo2_nb.quantize import awq_layout_errors
+from aimo2_nb.cli_data import cli_quantize
 
 ROOT = Path(__file__).resolve().parents[2]
 FIX = ROOT / 'tests' / 'fixtures' / 'data'
