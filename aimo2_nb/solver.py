@@ -4,30 +4,32 @@
 
 # %% ../nbs/09_solver.ipynb #d2cdce61
 from __future__ import annotations
-import time, traceback
+import logging, time, traceback
 from dataclasses import dataclass, field, replace
 from typing import Any
 from .core import Clock, RealClock, patch
-from .config import RunConfig, config_hash, to_dict
+from .config import PromptKind, RunConfig, config_hash, to_dict
 from .answers import AnswerParser, BoxedAnswer, CodeBlock, OutputFence, code_answer
 from .vote import SampleAnswer, VoteResult, sample_vote, vote
 from .policies import QuestionPlan, QuestionView, SampleView, StopDecision, plan_question, question_stop, sample_stop
 from .prompts import build_requests
-from .engines.base import Chunk, Engine
+from .engines.base import Chunk, Engine, FinishReason
 from . import trace as T
+
+_log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['DECISIONS', 'SolveResult', 'Solver', 'decisions', 'replay']
 
 # %% ../nbs/09_solver.ipynb #10fb90b3
 @dataclass
-class _Sample:
+class _SampleState:
     "Mutable state of one sample during a question."
     index: int
-    kind: str
+    kind: PromptKind
     parser: AnswerParser
     tokens: int = 0
-    finish: str | None = None
+    finish: FinishReason | None = None
     error: str | None = None
     boxed: int | None = None
     code_answer: int | None = None
@@ -39,8 +41,10 @@ class _Sample:
     stop_tokens: int | None = None
 
     def view(self) -> SampleView:
+        "What the sample-level stop rule sees of it."
         return SampleView(self.kind, self.boxed, self.code_answer, self.n_blocks, len(self.pending), self.fence)
     def answer(self) -> SampleAnswer:
+        "Its answers, as the vote takes them."
         return SampleAnswer(self.index, self.boxed, self.code_answer, float(self.seq if self.seq is not None else -1), self.kind)
 
 # %% ../nbs/09_solver.ipynb #1b255413
@@ -57,206 +61,6 @@ class SolveResult:
     samples: list = field(default_factory=list)  # per sample: kind, answers, tokens, stop reason, finish
     tokens: int = 0
     tokens_after_stop: int = 0
-
-# %% ../nbs/09_solver.ipynb #81dd66db
-class _Run:
-    "The loop of one question."
-    def __init__(self, solver: Solver, question: str, qid: str, plan: QuestionPlan, gold: int | None):
-        self.s, self.cfg, self.eng, self.clock = solver, solver.cfg, solver.engine, solver.clock
-        self.question, self.qid, self.plan, self.gold = question, qid, plan, gold
-        self.t0 = self.clock.now()
-        self.hard_end = self.t0 + plan.limit_s
-        self.loop_end = max(self.t0, self.hard_end - self.cfg.budget.drain_s - 0.05)
-        self.events: list = []
-        self.samples: list[_Sample] = []
-        self.seq, self.k, self.stopped = 0, 0, False
-        self.tick_chunks: list = []; self.tick_code: list = []
-
-    def rel(self) -> float: return self.clock.now() - self.t0
-    def emit(self, e) -> None:
-        self.events.append(e); self.s.writer.add(e)
-        if self.s.on_event is not None:
-            try: self.s.on_event(e)
-            except Exception: pass  # a progress display never breaks a question
-    def error(self, where: str, exc: BaseException | str) -> None:
-        msg = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
-        self.emit(T.Error(self.qid, self.rel(), where, msg[:2000]))
-
-# %% ../nbs/09_solver.ipynb #dfa9a3fd
-@patch
-def on_chunk(self: _Run, ch: Chunk, t: float) -> None:
-    if not isinstance(ch.index, int) or not 0 <= ch.index < len(self.samples):
-        self.error('engine', f"chunk for unknown sample {ch.index!r}"); return
-    s = self.samples[ch.index]
-    if s.finish is not None: return
-    text = ch.text if isinstance(ch.text, str) else ''
-    if isinstance(ch.tokens, int) and ch.tokens >= s.tokens: s.tokens = ch.tokens
-    if self.cfg.trace.chunks == 'all': self.tick_chunks.append([ch.index, text, s.tokens, ch.finish, ch.error])
-    evs = s.parser.feed(text) if text else []
-    if ch.finish is not None:
-        evs += s.parser.finish()
-        s.finish, s.error = str(ch.finish), ch.error
-        if ch.finish == 'error': self.error(f'sample {s.index}', ch.error or 'engine error')
-    if s.stop_reason is None and not self.stopped:
-        for ev in evs: self.on_parse(s, ev, t)
-
-@patch
-def on_parse(self: _Run, s: _Sample, ev, t: float) -> None:
-    if isinstance(ev, BoxedAnswer):
-        self.emit(T.Answer(self.qid, t, s.index, 'boxed', ev.value, ev.raw[:200], s.tokens))
-        if ev.value is not None:
-            s.boxed = ev.value; self.arrived(s)
-    elif isinstance(ev, CodeBlock):
-        s.n_blocks += 1
-        self.emit(T.CodeStart(self.qid, t, s.index, ev.index, ev.code, s.tokens))
-        timeout = min(self.cfg.executor.timeout, max(0.1, self.loop_end - self.clock.now()))
-        try: s.pending[ev.index] = self.s.executor.submit(ev.code, timeout)
-        except Exception as e:
-            self.error('executor', e); s.pending.pop(ev.index, None)
-    elif isinstance(ev, OutputFence):
-        s.fence = True
-    self.check_sample(s, t)
-
-@patch
-def arrived(self: _Run, s: _Sample) -> None:
-    "Give `s` its place in the arrival order the first time it has an answer."
-    if s.seq is None: s.seq = self.seq; self.seq += 1
-
-@patch
-def check_sample(self: _Run, s: _Sample, t: float) -> None:
-    "Apply the sample-level stop rule; abort the sample through the engine if it fires."
-    if s.stop_reason is not None or s.finish is not None: return
-    why = sample_stop(s.view(), self.cfg.stop)
-    if why is None: return
-    s.stop_reason, s.stop_tokens = why, s.tokens
-    self.emit(T.SampleStop(self.qid, t, s.index, why, s.tokens))
-    try: self.eng.abort(s.index)
-    except Exception as e: self.error('engine.abort', e)
-
-# %% ../nbs/09_solver.ipynb #3949561d
-@patch
-def collect_code(self: _Run, t: float) -> None:
-    for s in self.samples:
-        for block, fut in list(s.pending.items()):
-            try:
-                if not fut.done(): continue
-                res = fut.result()
-            except Exception as e: res = e
-            del s.pending[block]
-            self.tick_code.append([s.index, block])
-            self.on_code(s, block, res, t)
-
-@patch
-def on_code(self: _Run, s: _Sample, block: int, res: Any, t: float) -> None:
-    lim = self.cfg.trace.text_limit
-    if res is None or isinstance(res, BaseException) or not hasattr(res, 'status'):
-        msg = f"{type(res).__name__}: {res}" if isinstance(res, BaseException) else f"no result ({type(res).__name__})"
-        self.emit(T.CodeDone(self.qid, t, s.index, block, 'error', None, '', '', False, 0.0, msg)); value = None
-    else:
-        value = code_answer(res.stdout or '', self.cfg.answers) if res.status == 'ok' else None
-        self.emit(T.CodeDone(self.qid, t, s.index, block, res.status, value, (res.stdout or '')[-lim:],
-                             (res.stderr or '')[-lim:], bool(res.truncated), float(res.duration), getattr(res, 'error', None)))
-    if value is not None and not self.stopped:
-        s.code_answer = value; self.arrived(s)
-        self.emit(T.Answer(self.qid, t, s.index, 'code', value, str(value), s.tokens))
-    if not self.stopped: self.check_sample(s, t)
-
-# %% ../nbs/09_solver.ipynb #ad17b0d1
-@patch
-def view(self: _Run, t: float) -> QuestionView:
-    answered = sorted((s for s in self.samples if s.seq is not None), key=lambda s: s.seq)
-    values = tuple(v for v in (sample_vote(s.answer(), self.cfg.vote) for s in answered) if v is not None)
-    running = sum(1 for s in self.samples if s.finish is None and s.stop_reason is None)
-    pending = sum(len(s.pending) for s in self.samples)
-    return QuestionView(t, self.loop_end - self.t0, values, running, pending)
-
-# %% ../nbs/09_solver.ipynb #e2ccb1b1
-@patch
-def loop(self: _Run) -> tuple[StopDecision, float]:
-    tier, tick = self.plan.tier, self.cfg.budget.tick_s
-    while True:
-        try: chunks = self.eng.poll(max(0.0, min(tick, self.loop_end - self.clock.now())))
-        except Exception as e:
-            self.error('engine.poll', e); chunks, dec = [], StopDecision('engine_error', f"{type(e).__name__}: {e}")
-        else: dec = None
-        self.k += 1
-        t = self.rel()
-        for ch in chunks or []: self.on_chunk(ch, t)
-        self.collect_code(t)
-        if dec is None: dec = question_stop(self.view(t), tier, self.cfg.stop)
-        if (chunks and self.cfg.trace.chunks == 'all') or self.tick_code or dec is not None:
-            self.emit(T.Tick(self.qid, t, self.k, self.tick_chunks, self.tick_code))
-            self.tick_chunks, self.tick_code = [], []
-        if dec is not None: return dec, t
-
-# %% ../nbs/09_solver.ipynb #df09fdba
-@patch
-def drain(self: _Run, dec: StopDecision) -> None:
-    t = self.rel()
-    self.stopped = True
-    for s in self.samples:
-        if s.finish is None and s.stop_tokens is None: s.stop_tokens = s.tokens
-    if any(s.finish is None for s in self.samples):
-        try: self.eng.abort_all()
-        except Exception as e: self.error('engine.abort_all', e)
-    end = min(self.hard_end - 0.02, self.clock.now() + self.cfg.budget.drain_s)
-    while dec.reason != 'engine_error' and any(s.finish is None for s in self.samples) and self.clock.now() < end:
-        try: chunks = self.eng.poll(max(0.0, min(self.cfg.budget.tick_s, end - self.clock.now())))
-        except Exception as e: self.error('engine.poll', e); break
-        self.k += 1
-        if chunks:
-            t = self.rel()
-            for ch in chunks: self.on_chunk(ch, t)
-            if self.cfg.trace.chunks == 'all': self.emit(T.Tick(self.qid, t, self.k, self.tick_chunks, []))
-            self.tick_chunks = []
-    t = self.rel()
-    for s in self.samples:
-        for block in list(s.pending):
-            self.emit(T.CodeDone(self.qid, t, s.index, block, 'cancelled', None, '', '', False, 0.0, 'question stopped'))
-            try: s.pending[block].cancel()
-            except Exception: pass
-        s.pending.clear()
-        after = s.tokens - s.stop_tokens if s.stop_tokens is not None else 0
-        self.emit(T.SampleEnd(self.qid, t, s.index, s.finish or 'unfinished', s.tokens, after, s.parser.text, s.error))
-
-# %% ../nbs/09_solver.ipynb #57221254
-@patch
-def start_event(self: _Run, requests: list) -> None:
-    p = self.plan
-    self.emit(T.QuestionStart(self.qid, 0.0, self.question, p.tier.speed, len(requests), p.limit_s, p.avg_s_left,
-                              p.fallback_only, self.s.chash, time.time(), self.gold,
-                              [r.kind for r in requests], [r.seed for r in requests], self.s.cfg_dict))
-
-@patch
-def finish(self: _Run, reason: str, detail: str = '') -> SolveResult:
-    v = vote([s.answer() for s in self.samples], self.cfg.vote)
-    t = self.rel()
-    self.emit(T.Vote(self.qid, t, v.answer, sorted([a, w] for a, w in v.tally.items()), v.fallback, v.reason))
-    tokens = sum(s.tokens for s in self.samples)
-    after = sum(s.tokens - s.stop_tokens for s in self.samples if s.stop_tokens is not None)
-    self.emit(T.QuestionEnd(self.qid, t, v.answer, reason, tokens, after))
-    summary = [dict(sample=s.index, kind=s.kind, boxed=s.boxed, code=s.code_answer, vote=sample_vote(s.answer(), self.cfg.vote),
-                    tokens=s.tokens, stop=s.stop_reason, finish=s.finish) for s in self.samples]
-    return SolveResult(self.qid, v.answer, reason, t, self.events, v, self.plan, summary, tokens, after)
-
-@patch
-def run(self: _Run) -> SolveResult:
-    requests = build_requests(self.question, self.cfg, self.plan.tier.samples, self.qid) if not self.plan.fallback_only else []
-    self.samples = [_Sample(r.index, r.kind, AnswerParser(self.cfg.answers)) for r in requests]
-    self.start_event(requests)
-    if self.plan.fallback_only:
-        self.emit(T.QuestionStop(self.qid, 0.0, 'no_time', f"limit {self.plan.limit_s:.1f}s is too short"))
-        return self.finish('no_time')
-    try: self.eng.start(requests)
-    except Exception as e:
-        self.error('engine.start', e)
-        self.emit(T.QuestionStop(self.qid, self.rel(), 'engine_error', 'engine.start failed'))
-        for s in self.samples: s.finish = 'error'
-        return self.finish('engine_error')
-    dec, t = self.loop()
-    self.emit(T.QuestionStop(self.qid, t, dec.reason, dec.detail, len(self.view(t).values)))
-    self.drain(dec)
-    return self.finish(dec.reason)
 
 # %% ../nbs/09_solver.ipynb #7c39b39c
 class _NoExecutor:
@@ -293,25 +97,247 @@ class Solver:
         "Seconds of the run's budget not yet used."
         return self.cfg.budget.total_s - (self.clock.now() - self.budget_start)
 
+# %% ../nbs/09_solver.ipynb #81dd66db
+class _QuestionRun:
+    "The loop of one question."
+    def __init__(self, solver: Solver, question: str, qid: str, plan: QuestionPlan, gold: int | None):
+        self.s, self.cfg, self.eng, self.clock = solver, solver.cfg, solver.engine, solver.clock
+        self.question, self.qid, self.plan, self.gold = question, qid, plan, gold
+        self.t0 = self.clock.now()
+        self.hard_end = self.t0 + plan.limit_s
+        self.loop_end = max(self.t0, self.hard_end - self.cfg.budget.drain_s - 0.05)
+        self.events: list = []
+        self.samples: list[_SampleState] = []
+        self.seq, self.k, self.stopped = 0, 0, False
+        self.tick_chunks: list = []; self.tick_code: list = []
+
+    def rel(self) -> float:
+        "Seconds since the question started."
+        return self.clock.now() - self.t0
+    def emit(self, e) -> None:
+        "Record trace event `e` and show it to the progress hook."
+        self.events.append(e); self.s.writer.add(e)
+        if self.s.on_event is not None:
+            try: self.s.on_event(e)
+            except Exception: _log.debug('on_event hook failed', exc_info=True)  # a progress display never breaks a question
+    def error(self, where: str, exc: BaseException | str) -> None:
+        "Record a failure at `where` as an `error` event; the question goes on."
+        msg = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+        self.emit(T.Error(self.qid, self.rel(), where, msg[:2000]))
+
+# %% ../nbs/09_solver.ipynb #ab540a10
+@patch
+def arrived(self: _QuestionRun, s: _SampleState) -> None:
+    "Give `s` its place in the arrival order the first time it has an answer."
+    if s.seq is None: s.seq = self.seq; self.seq += 1
+
+# %% ../nbs/09_solver.ipynb #b0bfca0e
+@patch
+def check_sample(self: _QuestionRun, s: _SampleState, t: float) -> None:
+    "Apply the sample-level stop rule; abort the sample through the engine if it fires."
+    if s.stop_reason is not None or s.finish is not None: return
+    why = sample_stop(s.view(), self.cfg.stop)
+    if why is None: return
+    s.stop_reason, s.stop_tokens = why, s.tokens
+    self.emit(T.SampleStop(self.qid, t, s.index, why, s.tokens))
+    try: self.eng.abort(s.index)
+    except Exception as e: self.error('engine.abort', e)
+
+# %% ../nbs/09_solver.ipynb #49caf6a2
+@patch
+def on_parse(self: _QuestionRun, s: _SampleState, ev, t: float) -> None:
+    "Act on one parse event of sample `s`: record an answer, start a code run, or note an output fence."
+    if isinstance(ev, BoxedAnswer):
+        self.emit(T.Answer(self.qid, t, s.index, 'boxed', ev.value, ev.raw[:200], s.tokens))
+        if ev.value is not None:
+            s.boxed = ev.value; self.arrived(s)
+    elif isinstance(ev, CodeBlock):
+        s.n_blocks += 1
+        self.emit(T.CodeStart(self.qid, t, s.index, ev.index, ev.code, s.tokens))
+        timeout = min(self.cfg.executor.timeout, max(0.1, self.loop_end - self.clock.now()))
+        try: s.pending[ev.index] = self.s.executor.submit(ev.code, timeout)
+        except Exception as e:
+            self.error('executor', e); s.pending.pop(ev.index, None)
+    elif isinstance(ev, OutputFence):
+        s.fence = True
+    self.check_sample(s, t)
+
+# %% ../nbs/09_solver.ipynb #18285321
+@patch
+def on_chunk(self: _QuestionRun, ch: Chunk, t: float) -> None:
+    "Feed one engine chunk to its sample's parser and act on what it completes."
+    if not isinstance(ch.index, int) or not 0 <= ch.index < len(self.samples):
+        self.error('engine', f"chunk for unknown sample {ch.index!r}"); return
+    s = self.samples[ch.index]
+    if s.finish is not None: return
+    text = ch.text if isinstance(ch.text, str) else ''
+    if isinstance(ch.tokens, int) and ch.tokens >= s.tokens: s.tokens = ch.tokens
+    if self.cfg.trace.chunks == 'all': self.tick_chunks.append([ch.index, text, s.tokens, ch.finish, ch.error])
+    evs = s.parser.feed(text) if text else []
+    if ch.finish is not None:
+        evs += s.parser.finish()
+        s.finish, s.error = ch.finish, ch.error
+        if ch.finish == 'error': self.error(f'sample {s.index}', ch.error or 'engine error')
+    if s.stop_reason is None and not self.stopped:
+        for ev in evs: self.on_parse(s, ev, t)
+
+# %% ../nbs/09_solver.ipynb #5f4a8d35
+@patch
+def on_code(self: _QuestionRun, s: _SampleState, block: int, res: Any, t: float) -> None:
+    "Record the result of code block `block` of sample `s`; its stdout may give the sample's code answer."
+    lim = self.cfg.trace.text_limit
+    if res is None or isinstance(res, BaseException) or not hasattr(res, 'status'):
+        msg = f"{type(res).__name__}: {res}" if isinstance(res, BaseException) else f"no result ({type(res).__name__})"
+        self.emit(T.CodeDone(qid=self.qid, t=t, sample=s.index, block=block, status='error', value=None, stdout='', stderr='',
+                             error=msg)); value = None
+    else:
+        value = code_answer(res.stdout or '', self.cfg.answers) if res.status == 'ok' else None
+        self.emit(T.CodeDone(qid=self.qid, t=t, sample=s.index, block=block, status=res.status, value=value,
+                             stdout=(res.stdout or '')[-lim:], stderr=(res.stderr or '')[-lim:], truncated=bool(res.truncated),
+                             duration=float(res.duration), error=getattr(res, 'error', None)))
+    if value is not None and not self.stopped:
+        s.code_answer = value; self.arrived(s)
+        self.emit(T.Answer(self.qid, t, s.index, 'code', value, str(value), s.tokens))
+    if not self.stopped: self.check_sample(s, t)
+
+@patch
+def collect_code(self: _QuestionRun, t: float) -> None:
+    "Take the code runs that have finished, without waiting for the others."
+    for s in self.samples:
+        for block, fut in list(s.pending.items()):
+            try:
+                if not fut.done(): continue
+                res = fut.result()
+            except Exception as e: res = e
+            del s.pending[block]
+            self.tick_code.append([s.index, block])
+            self.on_code(s, block, res, t)
+
+# %% ../nbs/09_solver.ipynb #b00e3a8d
+@patch
+def view(self: _QuestionRun, t: float) -> QuestionView:
+    "What the question-level stop rule sees at time `t`."
+    answered = sorted((s for s in self.samples if s.seq is not None), key=lambda s: s.seq)
+    values = tuple(v for v in (sample_vote(s.answer(), self.cfg.vote) for s in answered) if v is not None)
+    running = sum(1 for s in self.samples if s.finish is None and s.stop_reason is None)
+    pending = sum(len(s.pending) for s in self.samples)
+    return QuestionView(t, self.loop_end - self.t0, values, running, pending)
+
+# %% ../nbs/09_solver.ipynb #215b87d2
+@patch
+def loop(self: _QuestionRun) -> tuple[StopDecision, float]:
+    "Poll, parse, collect and decide until the question-level rule (or an engine failure) stops the question."
+    tier, tick = self.plan.tier, self.cfg.budget.tick_s
+    while True:
+        try: chunks = self.eng.poll(max(0.0, min(tick, self.loop_end - self.clock.now())))
+        except Exception as e:
+            self.error('engine.poll', e); chunks, dec = [], StopDecision('engine_error', f"{type(e).__name__}: {e}")
+        else: dec = None
+        self.k += 1
+        t = self.rel()
+        for ch in chunks or []: self.on_chunk(ch, t)
+        self.collect_code(t)
+        if dec is None: dec = question_stop(self.view(t), tier, self.cfg.stop)
+        if (chunks and self.cfg.trace.chunks == 'all') or self.tick_code or dec is not None:
+            self.emit(T.Tick(self.qid, t, self.k, self.tick_chunks, self.tick_code))
+            self.tick_chunks, self.tick_code = [], []
+        if dec is not None: return dec, t
+
+# %% ../nbs/09_solver.ipynb #8585f3a6
+@patch
+def drain(self: _QuestionRun, dec: StopDecision) -> None:
+    "After the stop: abort what runs, count the tokens that still arrive, cancel pending code, end every sample."
+    t = self.rel()
+    self.stopped = True
+    for s in self.samples:
+        if s.finish is None and s.stop_tokens is None: s.stop_tokens = s.tokens
+    if any(s.finish is None for s in self.samples):
+        try: self.eng.abort_all()
+        except Exception as e: self.error('engine.abort_all', e)
+    end = min(self.hard_end - 0.02, self.clock.now() + self.cfg.budget.drain_s)
+    while dec.reason != 'engine_error' and any(s.finish is None for s in self.samples) and self.clock.now() < end:
+        try: chunks = self.eng.poll(max(0.0, min(self.cfg.budget.tick_s, end - self.clock.now())))
+        except Exception as e: self.error('engine.poll', e); break
+        self.k += 1
+        if chunks:
+            t = self.rel()
+            for ch in chunks: self.on_chunk(ch, t)
+            if self.cfg.trace.chunks == 'all': self.emit(T.Tick(self.qid, t, self.k, self.tick_chunks, []))
+            self.tick_chunks = []
+    t = self.rel()
+    for s in self.samples:
+        for block in list(s.pending):
+            self.emit(T.CodeDone(qid=self.qid, t=t, sample=s.index, block=block, status='cancelled', value=None, stdout='',
+                                 stderr='', error='question stopped'))
+            try: s.pending[block].cancel()
+            except Exception: _log.debug('cancelling a code run failed', exc_info=True)  # it ends with the question anyway
+        s.pending.clear()
+        after = s.tokens - s.stop_tokens if s.stop_tokens is not None else 0
+        self.emit(T.SampleEnd(self.qid, t, s.index, s.finish or 'unfinished', s.tokens, after, s.parser.text, s.error))
+
+# %% ../nbs/09_solver.ipynb #763e068f
+@patch
+def start_event(self: _QuestionRun, requests: list) -> None:
+    "Record the question's plan, its samples and the run's configuration."
+    p = self.plan
+    self.emit(T.QuestionStart(qid=self.qid, t=0.0, question=self.question, speed=p.tier.speed, samples=len(requests),
+                              limit_s=p.limit_s, avg_s_left=p.avg_s_left, fallback_only=p.fallback_only,
+                              config_hash=self.s.chash, wall_time=time.time(), gold=self.gold,
+                              kinds=[r.kind for r in requests], seeds=[r.seed for r in requests], config=self.s.cfg_dict))
+
+@patch
+def finish(self: _QuestionRun, reason: str, detail: str = '') -> SolveResult:
+    "Vote over the samples' answers and close the question's record."
+    v = vote([s.answer() for s in self.samples], self.cfg.vote)
+    t = self.rel()
+    self.emit(T.Vote(self.qid, t, v.answer, sorted([a, w] for a, w in v.tally.items()), v.fallback, v.reason))
+    tokens = sum(s.tokens for s in self.samples)
+    after = sum(s.tokens - s.stop_tokens for s in self.samples if s.stop_tokens is not None)
+    self.emit(T.QuestionEnd(self.qid, t, v.answer, reason, tokens, after))
+    summary = [dict(sample=s.index, kind=s.kind, boxed=s.boxed, code=s.code_answer, vote=sample_vote(s.answer(), self.cfg.vote),
+                    tokens=s.tokens, stop=s.stop_reason, finish=s.finish) for s in self.samples]
+    return SolveResult(self.qid, v.answer, reason, t, self.events, v, self.plan, summary, tokens, after)
+
+@patch
+def run(self: _QuestionRun) -> SolveResult:
+    "The whole question: requests, start, loop, drain, vote."
+    requests = build_requests(self.question, self.cfg, self.plan.tier.samples, self.qid) if not self.plan.fallback_only else []
+    self.samples = [_SampleState(r.index, r.kind, AnswerParser(self.cfg.answers)) for r in requests]
+    self.start_event(requests)
+    if self.plan.fallback_only:
+        self.emit(T.QuestionStop(self.qid, 0.0, 'no_time', f"limit {self.plan.limit_s:.1f}s is too short"))
+        return self.finish('no_time')
+    try: self.eng.start(requests)
+    except Exception as e:
+        self.error('engine.start', e)
+        self.emit(T.QuestionStop(self.qid, self.rel(), 'engine_error', 'engine.start failed'))
+        for s in self.samples: s.finish = 'error'
+        return self.finish('engine_error')
+    dec, t = self.loop()
+    self.emit(T.QuestionStop(self.qid, t, dec.reason, dec.detail, len(self.view(t).values)))
+    self.drain(dec)
+    return self.finish(dec.reason)
+
 # %% ../nbs/09_solver.ipynb #4c6a655f
 @patch
 def solve(self: Solver, question: str, qid: str | None = None, gold: int | None = None) -> SolveResult:
     "Answer one question within its share of the budget; never raises."
     qid = str(qid) if qid is not None else f"q{self.done + 1}"
     plan = plan_question(self.time_left(), max(1, self.cfg.budget.n_questions - self.done), self.cfg)
-    run = _Run(self, str(question), qid, plan, gold)
+    run = _QuestionRun(self, str(question), qid, plan, gold)
     try: return run.run()
     except Exception as e:
         run.error('solver', f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}")
         try: self.engine.abort_all()
-        except Exception: pass
+        except Exception: _log.warning('solver: engine.abort_all failed after a solver error', exc_info=True)
         try: run.stopped = True; return run.finish('solver_error')
         except Exception:
+            _log.warning('solver: the fallback vote failed; answering %s', self.cfg.vote.fallback, exc_info=True)
             return SolveResult(qid, self.cfg.vote.fallback, 'solver_error', run.rel(), run.events, plan=plan)
     finally:
         self.done += 1
         try: self.writer.flush()
-        except Exception: pass
+        except Exception: _log.warning('solver: writing the trace failed', exc_info=True)
 
 # %% ../nbs/09_solver.ipynb #57f74943
 DECISIONS = ('answer', 'code_start', 'code_done', 'sample_stop', 'question_stop', 'vote', 'question_end')

@@ -5,7 +5,7 @@
 # %% ../nbs/07_trace.ipynb #ba033a24
 from __future__ import annotations
 import dataclasses, io, json, os
-from dataclasses import dataclass, field, fields, asdict
+from dataclasses import KW_ONLY, dataclass, field, fields, asdict
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Iterator
 
@@ -26,7 +26,9 @@ def event(cls):
 @event
 class QuestionStart:
     kind: ClassVar[str] = 'question_start'
-    qid: str; t: float; question: str; speed: int; samples: int; limit_s: float; avg_s_left: float
+    qid: str; t: float
+    _: KW_ONLY  # fourteen fields: always built with keywords
+    question: str; speed: int; samples: int; limit_s: float; avg_s_left: float
     fallback_only: bool = False; config_hash: str = ''; wall_time: float = 0.0; gold: int | None = None
     kinds: list = field(default_factory=list)  # prompt kind of each sample
     seeds: list = field(default_factory=list)  # seed of each sample
@@ -52,7 +54,9 @@ class CodeStart:
 @event
 class CodeDone:
     kind: ClassVar[str] = 'code_done'
-    qid: str; t: float; sample: int; block: int; status: str; value: int | None; stdout: str; stderr: str
+    qid: str; t: float
+    _: KW_ONLY  # eleven fields: always built with keywords
+    sample: int; block: int; status: str; value: int | None; stdout: str; stderr: str
     truncated: bool = False; duration: float = 0.0; error: str | None = None
 
 @event
