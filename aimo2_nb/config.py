@@ -11,10 +11,11 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 from .core import ConfigError, check, check_range, check_choice
 
 # %% auto #0
-__all__ = ['Isolation', 'PromptKind', 'SEED_COT', 'SEED_CODE', 'SEED_RULES', 'PROFILES', 'AnswerConfig', 'ExecConfig',
-           'VoteConfig', 'SamplingConfig', 'PromptSpec', 'PromptConfig', 'ConsistencyRule', 'StopConfig',
-           'EarlyTimeout', 'Tier', 'seed_tiers', 'BudgetConfig', 'SpeedConfig', 'from_dict', 'to_dict', 'TraceConfig',
-           'RunConfig', 'load_config', 'save_config', 'config_hash', 'cpu_profile', 'profile']
+__all__ = ['Isolation', 'PromptKind', 'SEED_COT', 'SEED_CODE', 'SEED_RULES', 'DEFAULT_STOP', 'DEFAULT_BUDGET', 'PROFILES',
+           'AnswerConfig', 'ExecConfig', 'VoteConfig', 'SamplingConfig', 'PromptSpec', 'PromptConfig',
+           'ConsistencyRule', 'StopConfig', 'EarlyTimeout', 'Tier', 'seed_tiers', 'BudgetConfig', 'SpeedConfig',
+           'from_dict', 'to_dict', 'TraceConfig', 'RunConfig', 'load_config', 'save_config', 'config_hash',
+           'cpu_profile', 'aimo3_prize_profile', 'default_profile', 'profile']
 
 # %% ../nbs/01_config.ipynb #24115778
 @dataclass
@@ -147,10 +148,20 @@ class StopConfig:
     output_fence: Literal['off', 'stop'] = 'stop'  # at a ```output fence after a python block: 'stop' ends the sample, its code's real output counts
     rules: list[ConsistencyRule] = field(default_factory=lambda: [dataclasses.replace(r) for r in SEED_RULES])
     use_min_answers: bool = True  # stop once the tier's minimum answer count is reached
+    decided: bool = False  # stop once the leader cannot be overtaken by the samples that may still vote (exact, with vote weights)
+    sequential: Literal['off', 'posterior', 'sprt'] = 'off'  # a sequential test on the leading answer vs the runner-up
+    error_rate: float = 0.05  # the sequential test's error rate: P(the leader is not the majority answer) it accepts
+    seq_min_answers: int = 3  # the sequential test waits for at least this many answers
+    sprt_share: float = 0.8  # SPRT's alternative: the leader's share of the two top answers' votes (vs 1/2)
     def __post_init__(self):
-        for k in ('cot_at_boxed', 'code_at_answer', 'code_boxed_without_code', 'use_min_answers'):
+        for k in ('cot_at_boxed', 'code_at_answer', 'code_boxed_without_code', 'use_min_answers', 'decided'):
             check(isinstance(getattr(self, k), bool), f'stop.{k}', 'true or false', getattr(self, k))
         check_choice(self.output_fence, 'stop.output_fence', ('off', 'stop'))
+        check_choice(self.sequential, 'stop.sequential', ('off', 'posterior', 'sprt'))
+        check_range(self.error_rate, 'stop.error_rate', 1e-9, 0.5)
+        check_range(self.seq_min_answers, 'stop.seq_min_answers', 1, integer=True)
+        check_range(self.sprt_share, 'stop.sprt_share', 0.5, 1)
+        check(0.5 < self.sprt_share < 1, 'stop.sprt_share', 'a share strictly between 0.5 and 1', self.sprt_share)
 
 # %% ../nbs/01_config.ipynb #253d77ea
 @dataclass
@@ -196,6 +207,10 @@ class BudgetConfig:
     min_question_s: float = 20.0  # time kept for every question still to come, so a slow question can't starve them
     drain_s: float = 2.0  # after a stop, time allowed to drain aborted streams (inside the question's limit)
     tick_s: float = 0.05  # longest wait for engine output before the loop re-checks time and code results
+    time_rule: Literal['tiers', 'clamp', 'fair'] = 'tiers'  # a question's limit: its tier's (seed), AIMO-3's clamp, or a fair share
+    floor_s: float = 300.0  # clamp/fair: the least a question gets while time allows (AIMO-3's base)
+    cap_s: float = 900.0  # clamp/fair: the most a question gets (AIMO-3's high)
+    stretch: float = 1.5  # fair: a question may take this many fair shares (time left / questions left)
     def __post_init__(self):
         check_range(self.total_s, 'budget.total_s', 1)
         check_range(self.n_questions, 'budget.n_questions', 1, integer=True)
@@ -205,6 +220,10 @@ class BudgetConfig:
         check_range(self.min_question_s, 'budget.min_question_s', 0)
         check_range(self.drain_s, 'budget.drain_s', 0, 60)
         check_range(self.tick_s, 'budget.tick_s', 0.001, 5)
+        check_choice(self.time_rule, 'budget.time_rule', ('tiers', 'clamp', 'fair'))
+        check_range(self.floor_s, 'budget.floor_s', 0)
+        check_range(self.cap_s, 'budget.cap_s', self.floor_s)
+        check_range(self.stretch, 'budget.stretch', 1, 10)
 
 @dataclass
 class SpeedConfig:
@@ -354,7 +373,30 @@ def cpu_profile(model: str = 'qwen2.5-coder-1.5b', samples: int = 4, max_new_tok
                               min_question_s=5.0)
     return cfg
 
-PROFILES = {'seed': RunConfig, 'cpu': cpu_profile}
+def aimo3_prize_profile() -> RunConfig:
+    "The AIMO-3 prize stack's decisions: 8 samples of one prompt, stop at 4 agreeing or when the leader can't be caught, clamp time."
+    cfg = RunConfig()
+    cfg.prompts = PromptConfig([dataclasses.replace(SEED_CODE, count=8)], 'concat')
+    cfg.sampling = SamplingConfig(temperature=1.0, top_p=1.0, top_k=0, min_p=0.02, repetition_penalty=1.0,
+                                  max_new_tokens=cfg.sampling.max_new_tokens)
+    cfg.stop = StopConfig(rules=[ConsistencyRule(4, 8)], use_min_answers=False, decided=True)
+    cfg.speed = SpeedConfig([Tier(3, 8, 900.0, 8, [])], adaptive=False, default_speed=3)
+    cfg.budget = BudgetConfig(time_rule='clamp', floor_s=300.0, cap_s=900.0)
+    cfg.vote = VoteConfig(low_weight=1.0, tie_break='earliest')
+    return cfg
+
+def default_profile() -> RunConfig:
+    "The recommended policy: the seed's prompts and tiers with the tuned stop and time rules (see `simulate`)."
+    cfg = RunConfig()
+    cfg.stop = StopConfig(**DEFAULT_STOP)
+    cfg.budget = BudgetConfig(**DEFAULT_BUDGET)
+    for t in cfg.speed.tiers: t.early = []
+    return cfg
+
+DEFAULT_STOP = dict(decided=True, sequential='posterior', error_rate=0.05, seq_min_answers=4)  # chosen by `aimo2 tune` (simulate notebook)
+DEFAULT_BUDGET = dict(time_rule='fair', floor_s=180.0, cap_s=900.0, stretch=1.5)
+
+PROFILES = {'seed': RunConfig, 'cpu': cpu_profile, 'aimo3_prize': aimo3_prize_profile, 'default': default_profile}
 
 def profile(name: str, **kw) -> RunConfig:
     "The named profile's configuration."

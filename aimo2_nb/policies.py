@@ -4,14 +4,17 @@
 
 # %% ../nbs/06_policies.ipynb #0b9190b3
 from __future__ import annotations
+import math
 from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
-from .config import BudgetConfig, ConsistencyRule, RunConfig, SpeedConfig, StopConfig, Tier
+from .config import BudgetConfig, ConsistencyRule, RunConfig, SpeedConfig, StopConfig, Tier, VoteConfig
+from .vote import SampleAnswer, answer_weight, sample_vote, vote
 
 # %% auto #0
-__all__ = ['SampleView', 'sample_stop', 'consistency_stop', 'QuestionView', 'StopDecision', 'question_stop', 'avg_seconds_left',
-           'choose_tier', 'QuestionPlan', 'question_limit', 'plan_question']
+__all__ = ['SampleView', 'sample_stop', 'consistency_stop', 'QuestionView', 'question_view', 'StopDecision', 'decided_stop',
+           'top_two', 'leader_posterior', 'sprt_llr', 'sequential_stop', 'question_stop', 'avg_seconds_left',
+           'choose_tier', 'QuestionPlan', 'clamp_limit', 'fair_limit', 'question_limit', 'plan_question', 'run_limits']
 
 # %% ../nbs/06_policies.ipynb #6c4d31b1
 @dataclass(frozen=True)
@@ -46,25 +49,79 @@ def consistency_stop(values: Sequence[int], rules: Sequence[ConsistencyRule]) ->
 # %% ../nbs/06_policies.ipynb #f2e10e95
 @dataclass(frozen=True)
 class QuestionView:
-    "What the question-level stop rule sees."
+    "What the question-level stop rules see."
     elapsed: float  # seconds since the question started
     limit: float  # this question's time limit in seconds (from `question_limit`)
     values: tuple = ()  # one answer per answered sample, in arrival order
     running: int = 0  # samples still generating
     pending: int = 0  # code runs still running
+    tally: tuple = ()  # (answer, summed vote weight) of the samples' current votes, by answer
+    open: tuple = ()  # (its vote or None, that vote's weight) of each sample still generating or waiting for code
+    max_weight: float = 1.0  # the most one vote can weigh (a new vote may go to any answer)
+
+def question_view(elapsed: float, limit: float, answers: Sequence[SampleAnswer], live: Sequence[bool],
+                  pending: Sequence[int], vcfg: VoteConfig) -> QuestionView:
+    "The stop rules' view of a question: per sample its answer (`order` < 0: none yet), whether it generates, its pending runs."
+    votes = [sample_vote(a, vcfg) for a in answers]
+    values = tuple(v for _, v in sorted((a.order, v) for a, v in zip(answers, votes) if a.order >= 0 and v is not None))
+    opened = tuple((v, 0.0 if v is None else answer_weight(v, vcfg)) for v, l, p in zip(votes, live, pending) if l or p)
+    return QuestionView(elapsed, limit, values, sum(bool(l) for l in live), sum(pending),
+                        tuple(sorted(vote(answers, vcfg).tally.items())), opened)
 
 @dataclass(frozen=True)
 class StopDecision:
     "Why the question stops."
-    reason: str  # consistency | min_answers | early_timeout | timeout | all_finished
+    reason: str  # consistency | decided | posterior | sprt | min_answers | early_timeout | timeout | all_finished
     detail: str = ''
 
+# %% ../nbs/06_policies.ipynb #d888bf2b
+_NEW = object()  # an answer no sample has given yet
+
+def decided_stop(q: QuestionView) -> StopDecision | None:
+    "Stop when the samples still open cannot change the winner, even all voting for one challenger."
+    if not q.tally or not q.open: return None
+    w = dict(q.tally)
+    lead = max(w, key=lambda a: (w[a], a))
+    for c in [a for a in w if a != lead] + [_NEW]:
+        swing = sum(q.max_weight + (wt if v == lead else 0.0) for v, wt in q.open if v != c)
+        margin = w[lead] - w.get(c, 0.0)
+        if margin <= swing + 1e-9: return None
+    return StopDecision('decided', f"answer {lead} leads by more than the {len(q.open)} open samples can move")
+
+# %% ../nbs/06_policies.ipynb #87063513
+def top_two(values: Sequence[int]) -> tuple[int, int]:
+    "Votes of the leading answer and of the runner-up."
+    c = sorted(Counter(values).values(), reverse=True) + [0, 0]
+    return c[0], c[1]
+
+def leader_posterior(a: int, b: int) -> float:
+    "P(the leader's share exceeds the runner-up's) after `a` and `b` votes, uniform prior."
+    n = a + b + 1
+    return sum(math.comb(n, k) for k in range(a + 1)) / 2 ** n
+
+def sprt_llr(a: int, b: int, share: float) -> float:
+    "Log likelihood ratio of 'the leader's share of the two is `share`' against 'it is 1/2'."
+    return a * math.log(2 * share) + b * math.log(2 * (1 - share))
+
+def sequential_stop(values: Sequence[int], cfg: StopConfig) -> StopDecision | None:
+    "The sequential test's stop on the leading answer, or None."
+    if cfg.sequential == 'off' or len(values) < cfg.seq_min_answers: return None
+    a, b = top_two(values)
+    if cfg.sequential == 'posterior':
+        p = leader_posterior(a, b)
+        return StopDecision('posterior', f"P(leader) = {p:.3f} >= {1 - cfg.error_rate:g} with {a} vs {b}") if p >= 1 - cfg.error_rate else None
+    llr, bound = sprt_llr(a, b, cfg.sprt_share), math.log((1 - cfg.error_rate) / cfg.error_rate)
+    return StopDecision('sprt', f"LLR {llr:.2f} >= {bound:.2f} with {a} vs {b}") if llr >= bound else None
+
+# %% ../nbs/06_policies.ipynb #6d9db4d3
 def question_stop(q: QuestionView, tier: Tier, cfg: StopConfig) -> StopDecision | None:
     "Whether to stop the whole question now, and why."
     n = len(q.values)
     r = consistency_stop(q.values, cfg.rules)
     if r is not None:
         return StopDecision('consistency', f"{r.agree} equal among {'the last ' if r.recent else '<= '}{r.among} answers")
+    if cfg.decided and (d := decided_stop(q)) is not None: return d
+    if (d := sequential_stop(q.values, cfg)) is not None: return d
     if cfg.use_min_answers and n >= tier.min_answers: return StopDecision('min_answers', f"{n} >= {tier.min_answers} answers")
     for e in tier.early:
         if q.elapsed >= e.after_s and n >= e.min_answers:
@@ -95,10 +152,25 @@ class QuestionPlan:
     avg_s_left: float  # the average seconds per remaining question that chose the tier
     fallback_only: bool  # too little time: answer at once without sampling
 
+def clamp_limit(avail: float, questions_left: int, floor_s: float, cap_s: float) -> float:
+    "AIMO-3's rule: what the other questions' floors leave, clamped to [floor_s, cap_s]."
+    return min(cap_s, max(floor_s, avail - (questions_left - 1) * floor_s))
+
+def fair_limit(avail: float, questions_left: int, floor_s: float, cap_s: float, stretch: float) -> tuple[float, float]:
+    "A fair share: `stretch` shares of what is left, in [floor_s, cap_s]; and the time kept for each later question."
+    share = avail / questions_left
+    return min(cap_s, max(floor_s, stretch * share)), min(floor_s, share)
+
 def question_limit(time_left: float, questions_left: int, tier: Tier, budget: BudgetConfig) -> float:
-    "Seconds this question may take."
-    avail = time_left - budget.reserve_s - budget.min_question_s * max(0, questions_left - 1)
-    return max(0.0, min(tier.timeout_s, budget.call_limit_s, avail))
+    "Seconds this question may take, by the budget's time rule; never more than leaves every later question its part."
+    avail, q = time_left - budget.reserve_s, max(1, questions_left)
+    keep = budget.min_question_s
+    if budget.time_rule == 'tiers': lim = tier.timeout_s
+    elif budget.time_rule == 'clamp': lim = clamp_limit(avail, q, budget.floor_s, budget.cap_s)
+    else:
+        lim, kept = fair_limit(avail, q, budget.floor_s, budget.cap_s, budget.stretch)
+        keep = max(keep, kept)
+    return max(0.0, min(lim, budget.call_limit_s, avail - keep * (q - 1)))
 
 def plan_question(time_left: float, questions_left: int, cfg: RunConfig) -> QuestionPlan:
     "Tier and time limit of the next question."
@@ -106,3 +178,13 @@ def plan_question(time_left: float, questions_left: int, cfg: RunConfig) -> Ques
     limit = question_limit(time_left, questions_left, tier, cfg.budget)
     return QuestionPlan(tier, limit, avg_seconds_left(time_left, questions_left, cfg.budget),
                         limit < cfg.budget.drain_s + 1.0)
+
+# %% ../nbs/06_policies.ipynb #629b5c63
+def run_limits(cfg: RunConfig, used: Sequence[float]) -> list[float]:
+    "Each question's limit over a run where question k uses `used[k]` of its limit (0..1)."
+    spent, out, n = 0.0, [], len(used)
+    for k, u in enumerate(used):
+        p = plan_question(cfg.budget.total_s - spent, max(1, cfg.budget.n_questions - k), cfg)
+        out.append(0.0 if p.fallback_only else p.limit_s)
+        spent += u * out[-1]
+    return out

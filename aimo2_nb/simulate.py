@@ -11,16 +11,16 @@ from typing import Literal, Sequence
 from .core import ConfigError, check, check_range, check_choice
 from .config import RunConfig, StopConfig, SpeedConfig, from_dict, to_dict
 from .answers import AnswerParser, BoxedAnswer, CodeBlock, OutputFence
-from .policies import QuestionPlan, QuestionView, SampleView, StopDecision, plan_question, question_stop, sample_stop
+from .policies import QuestionPlan, SampleView, StopDecision, plan_question, question_stop, question_view, sample_stop
 from .prompts import prompt_order, sample_seed, take_samples
 from .vote import SampleAnswer, sample_vote, vote
 from . import trace as T
 
 # %% auto #0
-__all__ = ['MarkKind', 'CSV_COLUMNS', 'Mark', 'RecSample', 'RecQuestion', 'SimInputError', 'question_from_events', 'from_trace',
-           'from_csv', 'load_input', 'ExtraStop', 'SimConfig', 'per_sample_rate', 'leader_posterior', 'extra_stop',
-           'QResult', 'pick_samples', 'simulate_question', 'no_early_stop', 'scaled', 'simulate_run', 'make_draws',
-           'SimReport', 'simulate', 'compare', 'report_table', 'load_sim_config', 'simulate_main']
+__all__ = ['MarkKind', 'CSV_COLUMNS', 'CURVES', 'Mark', 'RecSample', 'RecQuestion', 'SimInputError', 'question_from_events',
+           'from_trace', 'from_csv', 'load_input', 'DecodeCurve', 'step_ms', 'SimConfig', 'per_sample_rate',
+           'sample_rate', 'QResult', 'pick_samples', 'simulate_question', 'no_early_stop', 'scaled', 'simulate_run',
+           'make_draws', 'SimReport', 'simulate', 'compare', 'report_table', 'load_sim_config', 'simulate_main']
 
 # %% ../nbs/15_simulate.ipynb #0781e53a
 MarkKind = Literal['boxed', 'code', 'fence']
@@ -152,7 +152,7 @@ def from_csv(path: str | Path) -> list[RecQuestion]:
         for line, raw in enumerate(rd, start=2):
             row, where = {k.strip(): v for k, v in raw.items() if k}, f"{p}: row {line}"
             kind = (row.get('kind') or '').strip()
-            if kind not in ('cot', 'code'): raise SimInputError(f"{where}: column 'kind': expected 'cot' or 'code', got {kind!r}")
+            if kind not in ('cot', 'code', 'tir'): raise SimInputError(f"{where}: column 'kind': expected 'cot', 'code' or 'tir', got {kind!r}")
             qid, sid = (row.get('question_id') or '').strip(), (row.get('sample_id') or '').strip()
             if not qid: raise SimInputError(f"{where}: column 'question_id': empty")
             n, ans = _cell_int(row, 'n_tokens', where, False), _cell_int(row, 'answer', where, True)
@@ -162,7 +162,7 @@ def from_csv(path: str | Path) -> list[RecQuestion]:
             if gold != q['gold']: raise SimInputError(f"{where}: column 'gold': {gold} differs from {q['gold']} earlier in question {qid!r}")
             if sid in q['samples']: raise SimInputError(f"{where}: column 'sample_id': {sid!r} repeats in question {qid!r}")
             at = n if first is None else first
-            marks = () if ans is None else (Mark(at, 'boxed', ans) if kind == 'cot' else Mark(at, 'code', ans),)
+            marks = () if ans is None else (Mark(at, 'code', ans) if kind == 'code' else Mark(at, 'boxed', ans),)
             q['samples'][sid] = (kind, n, marks)
     return [RecQuestion(qid, q['gold'], tuple(RecSample(i, k, n, m) for i, (k, n, m) in enumerate(q['samples'].values())))
             for qid, q in qs.items()]
@@ -176,41 +176,72 @@ def load_input(path: str | Path) -> list[RecQuestion]:
     raise SimInputError(f"{p}: expected a .jsonl trace or a .csv answers table")
 
 # %% ../nbs/15_simulate.ipynb #b5143f57
-@dataclass
-class ExtraStop:
-    "Question-level stop rules of the simulator's own, tried on top of `question_stop` (all off by default)."
-    posterior: float = 0.0  # stop when P(leader's share > runner-up's | counts) >= this, under a uniform prior; 0 disables
-    min_answers: int = 3  # the posterior rule waits for at least this many answers
-    decisive: bool = False  # stop when the samples that may still change their vote cannot change the winner
-    def __post_init__(self):
-        check_range(self.posterior, 'simulate.extra.posterior', 0, 1)
-        check_range(self.min_answers, 'simulate.extra.min_answers', 1, integer=True)
-        check(isinstance(self.decisive, bool), 'simulate.extra.decisive', 'true or false', self.decisive)
+@dataclass(frozen=True)
+class DecodeCurve:
+    "Milliseconds per decode step of one configuration, by batch (samples generating) and context length."
+    batches: tuple  # batch sizes, increasing
+    contexts: tuple  # context lengths in tokens, increasing
+    ms: tuple  # ms[c][b]: one row per context, one column per batch
+    note: str = ''  # what it is: measured where, or the assumptions of an estimate
+
+def _interp(x: float, xs: Sequence, ys: Sequence) -> float:
+    "Linear through the points, extrapolated from the end segments."
+    if len(xs) == 1: return ys[0]
+    k = max(1, min(len(xs) - 1, next((j for j, v in enumerate(xs) if v >= x), len(xs) - 1)))
+    return ys[k - 1] + (ys[k] - ys[k - 1]) * (x - xs[k - 1]) / (xs[k] - xs[k - 1])
+
+def step_ms(c: DecodeCurve, batch: float, ctx: float) -> float:
+    "One decode step's milliseconds: flat below the smallest batch, proportional beyond the largest, linear in context."
+    b0, bl = c.batches[0], c.batches[-1]
+    def at(row):
+        if batch <= b0: return row[0]
+        if batch >= bl: return row[-1] * batch / bl
+        return _interp(batch, c.batches, row)
+    return max(0.1, _interp(ctx, c.contexts, [at(r) for r in c.ms]))
+
+_H200 = ((11.9, 13.4, 17.1, 19.0, 30.2), (13.7, 16.6, 23.5, 32.1, 56.7))
+CURVES = {
+    'h200-14b-awq': DecodeCurve((8, 16, 32, 64, 128), (1024, 4096), _H200,
+        'measured: one H200, 14B-shape AWQ W4 + KV8, lmdeploy 0.18 PyTorch engine (issue 15)'),
+    'l4x4-tp4-14b-awq': DecodeCurve((8, 16, 32, 64, 128), (1024, 4096), tuple(tuple(round(2.2 * m + 2.5, 1) for m in r) for r in _H200),
+        'estimate: 4x L4 tp=4, the same model: 2.2x the H200 step (4x less bandwidth and 2x less compute, but half the '
+        'H200 step is engine overhead) plus 2.5 ms of PCIe all-reduces (2 per layer, 48 layers, ~25 us each); unmeasured'),
+    'slow-4x': DecodeCurve((8, 16, 32, 64, 128), (1024, 4096), tuple(tuple(4 * m for m in r) for r in _H200),
+        'a slow model: 4x the H200 14B step (a ~60B dense model, or a slow engine): stresses the time rules'),
+    'h100-gptoss120b-est': DecodeCurve((8, 16, 32, 64), (1024, 32768), ((8.0, 9.5, 12.0, 17.0), (11.0, 14.0, 20.0, 32.0)),
+        'estimate: gpt-oss-120b (5.1B active, MXFP4) on one H100 with vLLM, FP8 KV: ~125 tok/s a sample at batch 8; unmeasured'),
+}
 
 @dataclass
 class SimConfig:
     "How the simulator models time and resamples the recording."
-    throughput: list[list[float]] = field(default_factory=lambda: [[8, 1300.0], [32, 2395.0]])  # [samples generating, total tokens/s], by samples
+    curve: str = 'h200-14b-awq'  # the decode curve (a name in `CURVES`) that turns tokens into seconds
+    throughput: list[list[float]] = field(default_factory=list)  # legacy: [samples generating, total tokens/s] points; replaces `curve` when given
+    prompt_tokens: int = 1000  # a sample's context is the prompt plus what it generated (the curve reads the running samples' mean)
+    ctx_step: int = 1024  # the rate is re-read whenever the running samples have generated this many more tokens
     overhead_s: float = 1.0  # seconds per question beyond generation: prefill, aborts, the vote (a given)
     bootstrap: int = 200  # bootstrap replicates (0: only the run in recorded order)
     resample_questions: bool = True  # each replicate draws the questions with replacement (in a random order)
+    order: Literal['random', 'hard_first', 'hard_last'] = 'random'  # question order in a replicate; hard = more tokens per sample
     draw: Literal['subset', 'replacement'] = 'subset'  # samples of each kind: a random subset, or drawn with replacement
     kind_fallback: bool = True  # when a kind's recorded samples run out, take samples of the other kind
     scale_budget: bool = True  # scale budget.total_s (less the reserve) and n_questions to the number of recorded questions
     seed: int = 0  # of the bootstrap's random draws
-    extra: ExtraStop = field(default_factory=ExtraStop)
     def __post_init__(self):
-        check(len(self.throughput) > 0, 'simulate.throughput', 'at least one [samples, tokens/s] point', self.throughput)
+        check_choice(self.curve, 'simulate.curve', CURVES)
         for p in self.throughput:
             check(len(p) == 2 and p[0] >= 1 and p[1] > 0, 'simulate.throughput[]', '[samples >= 1, tokens/s > 0]', p)
         self.throughput = sorted([float(a), float(b)] for a, b in self.throughput)
+        check_range(self.prompt_tokens, 'simulate.prompt_tokens', 0, integer=True)
+        check_range(self.ctx_step, 'simulate.ctx_step', 1, integer=True)
         check_range(self.overhead_s, 'simulate.overhead_s', 0)
         check_range(self.bootstrap, 'simulate.bootstrap', 0, 100000, integer=True)
+        check_choice(self.order, 'simulate.order', ('random', 'hard_first', 'hard_last'))
         check_choice(self.draw, 'simulate.draw', ('subset', 'replacement'))
         check_range(self.seed, 'simulate.seed', 0, integer=True)
 
 def per_sample_rate(n: int, curve: Sequence) -> float:
-    "Tokens per second of each sample while `n` samples generate, from the throughput curve."
+    "Tokens per second of each sample while `n` samples generate, from legacy [samples, total tokens/s] points."
     (x0, y0), (xl, yl) = curve[0], curve[-1]
     if n <= x0: return y0 / x0
     if n >= xl: return yl / n
@@ -218,24 +249,10 @@ def per_sample_rate(n: int, curve: Sequence) -> float:
         if a <= n <= b: return (ya + (yb - ya) * (n - a) / (b - a)) / n
     return yl / n
 
-# %% ../nbs/15_simulate.ipynb #3e95dfb2
-def leader_posterior(a: int, b: int) -> float:
-    "P(the leader's share exceeds the runner-up's) after `a` and `b` votes, uniform prior."
-    n = a + b + 1
-    return sum(math.comb(n, k) for k in range(a + 1)) / 2 ** n
-
-def extra_stop(values: Sequence[int], movable: float, extra: ExtraStop, tally: dict | None = None) -> StopDecision | None:
-    "The simulator's own question-level stop: a decisive leader by posterior, or a winner nobody can overtake."
-    if not values: return None
-    counts = sorted(((values.count(v), v) for v in set(values)), reverse=True)
-    a, b = counts[0][0], counts[1][0] if len(counts) > 1 else 0
-    if extra.posterior > 0 and len(values) >= extra.min_answers and (p := leader_posterior(a, b)) >= extra.posterior:
-        return StopDecision('posterior', f"P(leader) = {p:.3f} with {a} vs {b}")
-    if extra.decisive and tally:
-        ts = sorted(tally.values(), reverse=True)
-        lead = ts[0] - (ts[1] if len(ts) > 1 else 0.0)
-        if lead > movable and ts[0] > movable: return StopDecision('decisive', f"lead {lead:g} > {movable:g} movable")
-    return None
+def sample_rate(n: int, ctx: float, sim: SimConfig) -> float:
+    "Tokens per second of each sample while `n` samples generate at mean context `ctx`."
+    if sim.throughput: return per_sample_rate(n, sim.throughput)
+    return 1000.0 / step_ms(CURVES[sim.curve], max(1, n), ctx)
 
 # %% ../nbs/15_simulate.ipynb #4f28bbee
 _EPS = 1e-6
@@ -268,12 +285,13 @@ class QResult:
     qid: str
     answer: int
     gold: int | None
-    reason: str  # why it stopped (the solver's reasons, 'posterior'/'decisive', or 'no_time')
+    reason: str  # why it stopped (`question_stop`'s reasons, or 'no_time')
     elapsed: float  # seconds, overhead included
     limit_s: float  # its planned limit
     tokens: int
     speed: int
     n_samples: int
+    fallback: bool = False  # no sample had an answer: the answer is the vote's fallback
     @property
     def correct(self) -> bool: return self.gold is not None and self.answer == self.gold
     @property
@@ -301,46 +319,41 @@ def _recorded_draws(q: RecQuestion) -> dict:
 def simulate_question(q: RecQuestion, plan: QuestionPlan, cfg: RunConfig, sim: SimConfig, draws: dict | None = None) -> QResult:
     "Run one recorded question under `cfg` with the time limit and tier of `plan`."
     tier = plan.tier
-    if plan.fallback_only: return QResult(q.qid, cfg.vote.fallback, q.gold, 'no_time', 0.0, plan.limit_s, 0, tier.speed, 0)
+    if plan.fallback_only: return QResult(q.qid, cfg.vote.fallback, q.gold, 'no_time', 0.0, plan.limit_s, 0, tier.speed, 0, True)
     S = [_SimSample(r, min(r.n_tokens, cfg.sampling.max_new_tokens)) for r in pick_samples(q, tier.samples, cfg, draws, sim.kind_fallback)]
     limit = max(0.0, plan.limit_s - cfg.budget.drain_s - 0.05)  # the solver's loop end
     times = sorted({e.after_s for e in tier.early} | {limit})
-    t, seq, arrived, values = 0.0, 0, [], ()
+    t, seq = 0.0, 0
     while True:
-        changed = False
         for s in S:  # what is due now, in sample order (the order of an engine's chunks)
             while s.running and s.i < len(s.rec.marks) and s.rec.marks[s.i].tokens <= s.tok + _EPS:
                 m = s.rec.marks[s.i]; s.i += 1
-                if m.what == 'boxed' and m.value is not None: s.boxed, changed = m.value, True
+                if m.what == 'boxed' and m.value is not None: s.boxed = m.value
                 elif m.what == 'code': s.n_blocks += 1; s.pending.append([t + m.run_s, m.value])
                 elif m.what == 'fence': s.fence = True
-                if (s.boxed is not None or s.code is not None) and s.seq is None: s.seq, seq = seq, seq + 1; arrived.append(s)
+                if (s.boxed is not None or s.code is not None) and s.seq is None: s.seq, seq = seq, seq + 1
                 if (why := sample_stop(s.view(), cfg.stop)) is not None: s.stop = why
             if s.running and s.tok >= s.end - _EPS: s.done = True
         for s in S:  # code results that are ready
             for p in [p for p in s.pending if p[0] <= t + _EPS]:
                 s.pending.remove(p)
                 if p[1] is not None:
-                    s.code, changed = p[1], True
-                    if s.seq is None: s.seq, seq = seq, seq + 1; arrived.append(s)
+                    s.code = p[1]
+                    if s.seq is None: s.seq, seq = seq, seq + 1
                 if s.running and (why := sample_stop(s.view(), cfg.stop)) is not None: s.stop = why
-        if changed: values = tuple(v for v in (sample_vote(s.answer(), cfg.vote) for s in arrived) if v is not None)
+        view = question_view(t, limit, [s.answer() for s in S], [s.running for s in S], [len(s.pending) for s in S], cfg.vote)
+        if (dec := question_stop(view, tier, cfg.stop)) is not None: break
         running = [s for s in S if s.running]
-        pending = sum(len(s.pending) for s in S)
-        dec = question_stop(QuestionView(t, limit, values, len(running), pending), tier, cfg.stop)
-        if dec is None and (sim.extra.posterior > 0 or sim.extra.decisive):
-            movable = sum(2.0 if s.seq is not None else 1.0 for s in S if s.running or s.pending)
-            dec = extra_stop(values, movable, sim.extra, vote([s.answer() for s in S], cfg.vote).tally)
-        if dec is not None: break
-        rate = per_sample_rate(len(running), sim.throughput)
+        rate = sample_rate(len(running), sim.prompt_tokens + sum(s.tok for s in running) / max(1, len(running)), sim)
         dts = [(min(s.rec.marks[s.i].tokens if s.i < len(s.rec.marks) else s.end, s.end) - s.tok) / rate for s in running]
         dts += [p[0] - t for s in S for p in s.pending] + [x - t for x in times if x > t + _EPS]
+        if running and not sim.throughput: dts.append(sim.ctx_step / rate)  # the context grew: read the curve again
         dt = max(0.0, min(dts))
         t += dt
         for s in running: s.tok = min(s.end, s.tok + rate * dt)
     v = vote([s.answer() for s in S], cfg.vote)
     return QResult(q.qid, v.answer, q.gold, dec.reason, t + sim.overhead_s, plan.limit_s,
-                   int(round(sum(s.tok for s in S))), tier.speed, len(S))
+                   int(round(sum(s.tok for s in S))), tier.speed, len(S), v.fallback)
 
 # %% ../nbs/15_simulate.ipynb #f5553142
 def no_early_stop(cfg: RunConfig) -> RunConfig:
@@ -375,8 +388,10 @@ def make_draws(questions: Sequence[RecQuestion], sim: SimConfig) -> list:
     "Per replicate: the question order and each question's per-kind sample queues."
     rng, reps = random.Random(sim.seed), []
     n = len(questions)
+    hardness = [sum(s.n_tokens for s in q.samples) / max(1, len(q.samples)) for q in questions]
     for _ in range(sim.bootstrap):
         order = [rng.randrange(n) for _ in range(n)] if sim.resample_questions else rng.sample(range(n), n)
+        if sim.order != 'random': order.sort(key=lambda k: hardness[k], reverse=sim.order == 'hard_first')
         dr = []
         for k in order:
             d = {}
@@ -414,6 +429,15 @@ class SimReport:
     censored_frac: float  # share of recorded samples the recording had stopped early
     bootstrap: int
     seed: int
+    time_saved_frac: float = 0.0  # 1 - time to decision (the questions' time summed) / the same without early stops
+    changed_per_30: float = 0.0  # questions in 30 answered differently than without early stops
+    tokens_saved_ci: tuple = (0.0, 0.0)  # 2.5% and 97.5% quantiles over the replicates
+    time_saved_ci: tuple = (0.0, 0.0)
+    limit_min_s: float = 0.0  # the smallest limit any question was given (over all replicates)
+    limit_mean_s: float = 0.0  # the mean limit of a question
+    fallback_no_time: float = 0.0  # questions per run answered by the fallback for lack of time (no answer by its limit)
+    curve: str = ''  # the time model
+    order: str = ''  # the question order of the replicates
     questions: list = field(default_factory=list)  # the recorded-order run, one dict per question
 
     def to_json(self) -> str: return json.dumps(dataclasses.asdict(self), sort_keys=False)
@@ -432,10 +456,10 @@ def simulate(questions: Sequence[RecQuestion], cfg: RunConfig | None = None, sim
     cfg = scaled(cfg or RunConfig(), len(questions), sim)
     reps = make_draws(questions, sim) if reps is None else reps
     base, runs = _runs(questions, cfg, sim, reps)
-    ref_sim, ref_cfg = replace(sim, extra=ExtraStop()), no_early_stop(cfg)
-    key = json.dumps([to_dict(ref_cfg), dataclasses.asdict(ref_sim)], sort_keys=True, default=str)
+    ref_cfg = no_early_stop(cfg)
+    key = json.dumps([to_dict(ref_cfg), dataclasses.asdict(sim)], sort_keys=True, default=str)
     cache = {} if cache is None else cache
-    if key not in cache: cache[key] = _runs(questions, ref_cfg, ref_sim, reps)
+    if key not in cache: cache[key] = _runs(questions, ref_cfg, sim, reps)
     ref_base, ref_runs = cache[key]
     all_runs, all_ref = runs or [base], ref_runs or [ref_base]
     def frac(rs): return sum(r.correct for r in rs) / len(rs)
@@ -449,13 +473,22 @@ def simulate(questions: Sequence[RecQuestion], cfg: RunConfig | None = None, sim
         for r in rs: reasons[r.reason] = reasons.get(r.reason, 0) + 1
     nq = sum(reasons.values())
     samples = [s for q in questions for s in q.samples]
+    saved = [1 - sum(r.tokens for r in rs) / max(1, sum(r.tokens for r in ref)) for rs, ref in zip(all_runs, all_ref)]
+    tsaved = [1 - sum(r.elapsed for r in rs) / max(1e-9, sum(r.elapsed for r in ref)) for rs, ref in zip(all_runs, all_ref)]
+    ref_time = sum(sum(r.elapsed for r in rs) for rs in all_ref) / len(all_ref)
+    limits = [r.limit_s for rs in all_runs for r in rs]
+    no_time = sum(r.fallback and r.reason in ('no_time', 'timeout') for rs in all_runs for r in rs) / len(all_runs)
+    same = sum(a == b for a, b in pairs) / max(1, len(pairs))
     return SimReport(name, len(questions), frac(base), sum(scores) / len(scores),
                      (_quantile(scores, 0.025), _quantile(scores, 0.975)), sum(totals) / len(totals), _quantile(totals, 0.95),
                      _quantile([r.elapsed for rs in all_runs for r in rs], 0.95),
                      sum(any(r.over_deadline for r in rs) for rs in all_runs) / len(all_runs),
-                     toks, ref_toks, 1 - toks / ref_toks if ref_toks else 0.0, sum(a == b for a, b in pairs) / max(1, len(pairs)),
+                     toks, ref_toks, 1 - toks / ref_toks if ref_toks else 0.0, same,
                      {k: round(v / nq, 4) for k, v in sorted(reasons.items())},
                      sum(s.censored for s in samples) / max(1, len(samples)), sim.bootstrap, sim.seed,
+                     1 - sum(totals) / len(totals) / ref_time if ref_time else 0.0, 30 * (1 - same),
+                     (_quantile(saved, 0.025), _quantile(saved, 0.975)), (_quantile(tsaved, 0.025), _quantile(tsaved, 0.975)),
+                     min(limits), sum(limits) / len(limits), no_time, 'throughput' if sim.throughput else sim.curve, sim.order,
                      [dataclasses.asdict(r) | {'correct': r.correct} for r in base])
 
 # %% ../nbs/15_simulate.ipynb #c260bc0a
@@ -470,12 +503,15 @@ def compare(questions: Sequence[RecQuestion], policies: dict, sim: SimConfig | N
 
 def report_table(reports: Sequence[SimReport]) -> str:
     "A markdown table of reports."
-    rows = ['| policy | score (recorded) | expected score [95% CI] | tokens | saved vs no stop | same answer as no stop | run time s (p95) | question p95 s | P(over deadline) |',
+    rows = ['| policy | expected score [95% CI] | tokens saved vs no stop [95% CI] | time saved [95% CI] | answers changed in 30 | '
+            'run time s (p95) | question limit s: min / mean | no-time fallbacks a run | P(over deadline) |',
             '|---|---|---|---|---|---|---|---|---|']
     for r in reports:
-        rows.append(f"| {r.policy} | {r.score:.3f} | {r.expected_score:.3f} [{r.score_ci[0]:.3f}, {r.score_ci[1]:.3f}] | "
-                    f"{r.tokens_total:,.0f} | {r.tokens_saved_frac:.1%} | {r.same_as_no_stop:.1%} | {r.time_total_s:,.0f} ({r.time_total_p95_s:,.0f}) | "
-                    f"{r.question_time_p95_s:,.0f} | {r.p_over_deadline:.3f} |")
+        rows.append(f"| {r.policy} | {r.expected_score:.3f} [{r.score_ci[0]:.3f}, {r.score_ci[1]:.3f}] | "
+                    f"{r.tokens_saved_frac:.1%} [{r.tokens_saved_ci[0]:.1%}, {r.tokens_saved_ci[1]:.1%}] | "
+                    f"{r.time_saved_frac:.1%} [{r.time_saved_ci[0]:.1%}, {r.time_saved_ci[1]:.1%}] | {r.changed_per_30:.2f} | "
+                    f"{r.time_total_s:,.0f} ({r.time_total_p95_s:,.0f}) | {r.limit_min_s:,.0f} / {r.limit_mean_s:,.0f} | "
+                    f"{r.fallback_no_time:.2f} | {r.p_over_deadline:.3f} |")
     return '\n'.join(rows)
 
 # %% ../nbs/15_simulate.ipynb #ee4dc030

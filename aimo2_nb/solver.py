@@ -11,7 +11,7 @@ from .core import Clock, RealClock, patch
 from .config import PromptKind, RunConfig, config_hash, to_dict
 from .answers import AnswerParser, BoxedAnswer, CodeBlock, OutputFence, code_answer
 from .vote import SampleAnswer, VoteResult, sample_vote, vote
-from .policies import QuestionPlan, QuestionView, SampleView, StopDecision, plan_question, question_stop, sample_stop
+from .policies import QuestionPlan, QuestionView, SampleView, StopDecision, plan_question, question_stop, question_view, sample_stop
 from .prompts import build_requests
 from .engines.base import Chunk, Engine, FinishReason
 from . import trace as T
@@ -217,11 +217,9 @@ def collect_code(self: _QuestionRun, t: float) -> None:
 @patch
 def view(self: _QuestionRun, t: float) -> QuestionView:
     "What the question-level stop rule sees at time `t`."
-    answered = sorted((s for s in self.samples if s.seq is not None), key=lambda s: s.seq)
-    values = tuple(v for v in (sample_vote(s.answer(), self.cfg.vote) for s in answered) if v is not None)
-    running = sum(1 for s in self.samples if s.finish is None and s.stop_reason is None)
-    pending = sum(len(s.pending) for s in self.samples)
-    return QuestionView(t, self.loop_end - self.t0, values, running, pending)
+    S = self.samples
+    return question_view(t, self.loop_end - self.t0, [s.answer() for s in S],
+                         [s.finish is None and s.stop_reason is None for s in S], [len(s.pending) for s in S], self.cfg.vote)
 
 # %% ../nbs/09_solver.ipynb #215b87d2
 @patch
