@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     'report': ('aimo2_nb.cli_runs', 'cli_report', 'compare run folders in one markdown table'),
     'view': ('aimo2_nb.cli_runs', 'cli_view', 'write a run folder (or a trace) as a static HTML trace viewer'),
     'simulate': ('aimo2_nb.cli_runs', 'cli_simulate', 'replay recorded runs under other policies'),
+    'tune': ('aimo2_nb.cli_runs', 'cli_tune', 'evaluate a grid of policies on recorded data, recommend one'),
     'bench': ('aimo2_nb.cli_runs', 'cli_bench', 'run the benchmarks, write bench/results.json'),
     'build': ('aimo2_nb.cli_kaggle', 'cli_build', 'write the Kaggle submission notebook into submission/'),
     'wheels': ('aimo2_nb.cli_kaggle', 'cli_wheels', 'prepare (and push) the offline wheels dataset'),
