@@ -12,15 +12,15 @@ from .core import patch
 from .config import AnswerConfig
 
 # %% auto #0
-__all__ = ['ParseEvent', 'normalize', 'BoxedAnswer', 'CodeBlock', 'OutputFence', 'AnswerParser', 'parse_all', 'find_boxed',
-           'extract_code', 'boxed_answer', 'code_answer']
+__all__ = ['ParseEvent', 'BigWhole', 'normalize', 'BoxedAnswer', 'CodeBlock', 'OutputFence', 'AnswerParser', 'parse_all',
+           'find_boxed', 'extract_code', 'boxed_answer', 'code_answer']
 
 # %% ../nbs/02_answers.ipynb #a6a76319
 _WRAP_RE = re.compile(r'\\(boxed|fbox|text|textbf|textrm|textit|textnormal|mathrm|mathbf|mathit|mbox|operatorname)\s*\{')
 _DROP_RE = re.compile(r'\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|°|\\degree|\\left|\\right|\\displaystyle|\\!|\\\$|\$|\\%|%|\\(?:bf|rm|it)\b')
 _SPACE_RE = re.compile(r'\\[,;: ]|~|\\q?quad\b')
 _MOD_RE = re.compile(r'\(?\s*\\?[pb]?mod\b\s*\{?\s*\d+\s*\}?\s*\)?\s*$')
-_UNIT_RE = re.compile(r'(.*?[\d}])\s*((?:[A-Za-z]+\.?(?:\^\{?\d\}?)?\s*)+)')
+_UNIT_RE = re.compile(r'(.*?[\d}])\s*((?:[A-Za-z]+(?![A-Za-z])\.?(?:\^\{?\d\}?)?\s*)+)')  # one way to split words: no backtracking blow-up
 _FRAC_RE = re.compile(r'([+-]?)\\frac\s*\{\s*([+-]?\d+)\s*\}\s*\{\s*([+-]?\d+)\s*\}')
 _SLASH_RE = re.compile(r'([+-]?\d+)\s*/\s*([+-]?\d+)')
 _POW_RE = re.compile(r'([+-]?)(\d+)\s*\^\s*(?:\{\s*(\d+)\s*\}|(\d))')
@@ -50,8 +50,34 @@ def _strip_braces(s: str) -> str:
     return s
 
 # %% ../nbs/02_answers.ipynb #349067e1
+_MAX_EXACT = 1000  # digits: a number is built (int, Fraction) only up to this size
+_MAX_DIGITS = 100_000  # digits: a whole number beyond this is not an answer at all
+_MAX_TEXT = 200_000  # characters: a longer candidate is not read at all
+
+def _digits_mod(d: str, m: int) -> int:
+    "The residue of the decimal digits `d` modulo `m`, 18 digits at a time (never builds the number)."
+    r = 0
+    for i in range(0, len(d), 18):
+        c = d[i:i + 18]; r = (r * 10 ** len(c) + int(c)) % m
+    return r
+
+@dataclass(frozen=True)
+class BigWhole:
+    "A whole number too large to build: its sign and decimal digits, or `base ** exp`; only residues are computed."
+    negative: bool
+    digits: str = ''  # its decimal digits (when not a power)
+    base: str = ''  # the decimal digits of a power's base
+    exp: int = 1  # a power's exponent (>= 0)
+    @property
+    def is_zero(self) -> bool: return (self.digits or self.base).strip('0') == '' and (self.digits != '' or self.exp > 0)
+    def residue(self, m: int) -> int:
+        "This number modulo `m` (Python's convention: in 0..m-1)."
+        r = _digits_mod(self.digits, m) if self.digits else pow(_digits_mod(self.base, m), self.exp, m)
+        return (-r) % m if self.negative else r
+
 def _clean(raw: str) -> str:
     "Plain candidate text from a boxed content: wrappers, decorations, left-hand sides and units removed."
+    if len(raw) > _MAX_TEXT: return ''
     s = raw.replace('\u2212', '-').replace('\\dfrac', '\\frac').replace('\\tfrac', '\\frac').replace('{,}', ',')
     s = _unwrap(s)
     s = _SPACE_RE.sub(' ', _DROP_RE.sub('', s))
@@ -61,26 +87,38 @@ def _clean(raw: str) -> str:
     if (m := _UNIT_RE.fullmatch(s)): s = m.group(1)
     return _strip_braces(s.strip())
 
-def _value(s: str) -> Fraction | None:
-    "The exact value of a plain number string (integer, decimal, separators, fraction, power), or None."
+_WHOLE_RE = re.compile(r'([+-]?)0*(\d+)(?:\.0*)?')
+
+def _value(s: str) -> Fraction | BigWhole | None:
+    "The exact value of a plain number string (integer, decimal, separators, fraction, power), or None; bounded work."
+    if len(s) > _MAX_TEXT: return None
     if (m := _FRAC_RE.fullmatch(s)) or (m := _SLASH_RE.fullmatch(s)):
         *sign, a, b = m.groups()
-        if int(b) == 0: return None
+        if max(len(a), len(b)) > _MAX_EXACT + 1 or int(b) == 0: return None
         return Fraction(int(a), int(b)) * (-1 if sign and sign[0] == '-' else 1)
     if (m := _POW_RE.fullmatch(s)):
-        sign, b, e1, e2 = m.groups(); e = int(e1 or e2)
-        if e > 10000: return None
-        return Fraction(int(b) ** e * (-1 if sign == '-' else 1))
+        sign, b, e1, e2 = m.groups(); e = e1 or e2
+        if len(e) > 18 or len(b) > _MAX_DIGITS: return None
+        b, e = b.lstrip('0') or '0', int(e)
+        if len(b) * e <= _MAX_EXACT: return Fraction(int(b) ** e * (-1 if sign == '-' else 1))
+        return BigWhole(sign == '-', base=b, exp=e)
     if (m := _SEP_RE.fullmatch(s)):
         s = m.group(1) + re.sub('[, ]', '', m.group(2)) + (m.group(3) or '')
+    if len(s) > _MAX_EXACT:
+        if not (m := _WHOLE_RE.fullmatch(s)) or len(m.group(2)) > _MAX_DIGITS: return None
+        return BigWhole(m.group(1) == '-', digits=m.group(2))
     if not (m := _NUM_RE.fullmatch(s)): return None
     try: d = Decimal(s)
     except InvalidOperation: return None
-    if m.group(1) and (d.adjusted() > 16 or abs(d) >= _FLOAT_EXACT): return None
+    if m.group(1):  # scientific: exact only while the literal cannot have come from a float
+        if d.is_zero(): return Fraction(0)
+        if d.adjusted() > 16 or d.adjusted() < 0 or abs(d) >= _FLOAT_EXACT: return None  # below 1: not whole
     return Fraction(d)
 
-def _to_answer(v: Fraction | None, cfg: AnswerConfig) -> int | None:
+def _to_answer(v: Fraction | BigWhole | None, cfg: AnswerConfig) -> int | None:
     "An exact value as the competition integer: whole numbers only, negatives per `cfg.negative`, mod `cfg.modulus`."
+    if isinstance(v, BigWhole):
+        return None if v.negative and not v.is_zero and cfg.negative == 'reject' else v.residue(cfg.modulus)
     if v is None or v.denominator != 1: return None
     n = int(v)
     if n < 0 and cfg.negative == 'reject': return None
@@ -89,7 +127,9 @@ def _to_answer(v: Fraction | None, cfg: AnswerConfig) -> int | None:
 def normalize(raw: str, cfg: AnswerConfig | None = None) -> int | None:
     "The competition answer (0..modulus-1) in a boxed content, or None when it holds no single whole number."
     cfg = cfg or AnswerConfig()
-    return _to_answer(_value(_clean(raw)), cfg)
+    try: return _to_answer(_value(_clean(raw)), cfg)
+    except (ValueError, ArithmeticError, RecursionError, MemoryError):
+        return None  # an input no rule foresaw: not an answer (the solver's question must go on)
 
 # %% ../nbs/02_answers.ipynb #00e72b3e
 @dataclass(frozen=True)
@@ -257,10 +297,13 @@ _RATIONAL_RE = re.compile(r'Rational\(\s*([+-]?\d+)\s*,\s*([+-]?\d+)\s*\)')
 def code_answer(stdout: str, cfg: AnswerConfig | None = None) -> int | None:
     "The answer printed by a code run: a boxed one, else the last `answer: n`, else the last number of the last line with one."
     cfg = cfg or AnswerConfig()
-    if '\\boxed' in stdout or '\\fbox' in stdout:
-        if (bs := find_boxed(stdout, cfg)): return bs[-1].value
-    out = _RATIONAL_RE.sub(r'\1/\2', stdout)
-    if (ms := _ANS_RE.findall(out)): return _to_answer(_value(ms[-1].replace(' ', '')), cfg)
-    for line in reversed(out.splitlines()):
-        if (ts := _TOK_RE.findall(line)): return _to_answer(_value(ts[-1].replace(' ', '')), cfg)
+    try:
+        if '\\boxed' in stdout or '\\fbox' in stdout:
+            if (bs := find_boxed(stdout, cfg)): return bs[-1].value
+        out = _RATIONAL_RE.sub(r'\1/\2', stdout)
+        if (ms := _ANS_RE.findall(out)): return _to_answer(_value(ms[-1].replace(' ', '')), cfg)
+        for line in reversed(out.splitlines()):
+            if (ts := _TOK_RE.findall(line)): return _to_answer(_value(ts[-1].replace(' ', '')), cfg)
+    except (ValueError, ArithmeticError, RecursionError, MemoryError):
+        pass  # an output no rule foresaw: not an answer (the solver's question must go on)
     return None

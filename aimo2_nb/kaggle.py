@@ -4,14 +4,15 @@
 
 # %% ../nbs/16_kaggle.ipynb #e10be351
 from __future__ import annotations
-import hashlib, importlib, importlib.util, os, re, subprocess, sys, threading, time
+import gc, hashlib, importlib, importlib.util, logging, multiprocessing, os, re, signal, subprocess, sys, threading, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 from .core import Clock, ConfigError, RealClock, check, check_choice, check_range, patch
 from .config import RunConfig, Tier, from_dict, to_dict
 from .policies import plan_question
-from .engines.base import ENGINE_KINDS, SampleRequest, load_engine
+from .engines.base import ENGINE_KINDS, SampleRequest, engine_class, load_engine
+from .trace import EngineLoad, TraceWriter
 from .engines.replay import Step, TimedEngine, say
 from .solver import Solver
 
@@ -19,8 +20,8 @@ from .solver import Solver
 __all__ = ['PROFILES', 'KAGGLE_GPU_IMAGE', 'SECTIONS', 'REPLACED', 'InputKind', 'FAULTS', 'CompetitionProfile', 'apply_profile',
            'ServeConfig', 'KernelSpec', 'default_run', 'SubmissionConfig', 'submission_from_data', 'submission_yaml',
            'load_submission', 'input_root', 'find_input', 'install_wheels', 'hash_answer', 'ScriptedEngine',
-           'clean_answer', 'first_value', 'answer_frame', 'Server', 'engine_settings', 'find_kaggle_evaluation',
-           'local_csv', 'run_gateway', 'serving_config']
+           'clean_answer', 'first_value', 'answer_frame', 'Server', 'engine_settings', 'load_ladder', 'LoadTimeout',
+           'time_limit', 'find_kaggle_evaluation', 'local_csv', 'run_gateway', 'serving_config']
 
 # %% ../nbs/16_kaggle.ipynb #84a76e95
 @dataclass
@@ -78,7 +79,9 @@ class ServeConfig:
     model: str = 'youyc22/dpsk-14b-sft-dpo-3-16-awq-tb/Keras/default/1'  # Kaggle Model handle whose folder becomes engine.model ('' keeps engine.model)
     grace_s: float = 15.0  # the watchdog waits this much past a question's planned limit before it gives up on it
     call_margin_s: float = 60.0  # a later predict call returns at least this long before the per-call deadline
-    load_timeout_s: float = 1800.0  # longest wait for the engine to load (first call only; it has no deadline)
+    load_timeout_s: float = 900.0  # longest one attempt to build the engine may take (a hung one is interrupted)
+    load_attempts: int = 3  # attempts to build the engine: as configured, then the engine's safer settings
+    min_load_s: float = 60.0  # no new attempt starts with less than this left beyond the reserve
     max_overruns: int = 2  # after this many watchdog overruns in a row the engine is given up: fallback answers
     prewarm_executor: bool = True  # start the code sandbox while the engine loads (else at the first code block)
     trace_path: str = 'trace.jsonl'  # the run's trace, relative to the working folder ('' writes none)
@@ -86,7 +89,8 @@ class ServeConfig:
     def __post_init__(self):
         check(self.wheels_dataset == '' or self.wheels_dataset.count('/') == 1, 'serve.wheels_dataset', "'owner/slug' or ''", self.wheels_dataset)
         check(self.model == '' or self.model.count('/') == 4, 'serve.model', "'owner/model/framework/variation/version' or ''", self.model)
-        for k in ('grace_s', 'call_margin_s', 'load_timeout_s'): check_range(getattr(self, k), f'serve.{k}', 0)
+        for k in ('grace_s', 'call_margin_s', 'load_timeout_s', 'min_load_s'): check_range(getattr(self, k), f'serve.{k}', 0)
+        check_range(self.load_attempts, 'serve.load_attempts', 1, 10, integer=True)
         check_range(self.max_overruns, 'serve.max_overruns', 1, integer=True)
         check(isinstance(self.prewarm_executor, bool), 'serve.prewarm_executor', 'true or false', self.prewarm_executor)
 
@@ -222,7 +226,7 @@ def install_wheels(serve: ServeConfig, root: str | Path | None = None, run: Call
     return f"installed from {d}"
 
 # %% ../nbs/16_kaggle.ipynb #f3a2596c
-FAULTS = ('none', 'load', 'load_hang', 'start', 'poll', 'stall', 'block', 'empty')
+FAULTS = ('none', 'load', 'load_hang', 'start', 'poll', 'stall', 'block', 'empty', 'die')
 
 def hash_answer(text: str, modulus: int = 1000) -> int:
     "A deterministic 'answer' for `text`."
@@ -246,6 +250,11 @@ class ScriptedEngine(TimedEngine):
         v = hash_answer(q, self.modulus) if self.answer == 'hash' else self.answer
         return [Step(self.delay_s, '')] + say(f"Thinking briefly. The answer is \\boxed{{{v}}}.", self.tok_s, 16)
 
+    def start(self, requests):
+        self.questions = getattr(self, 'questions', 0) + 1
+        if self.fault == 'die' and self.questions >= 2: os.kill(os.getpid(), signal.SIGUSR1)
+        return TimedEngine.start(self, requests)
+
     def poll(self, timeout: float):
         if self.fault == 'block': threading.Event().wait()
         return TimedEngine.poll(self, timeout)
@@ -253,7 +262,8 @@ class ScriptedEngine(TimedEngine):
 def _scripted_from_settings(cls, settings: dict | None = None, clock: Clock | None = None) -> ScriptedEngine:
     "A `ScriptedEngine` from `RunConfig.engine` settings."
     d = {k: v for k, v in (settings or {}).items() if k != 'kind'}
-    for k in d: check(k in ('answer', 'modulus', 'delay_s', 'tok_s', 'fault'), f'engine.{k}', 'a known setting (answer, modulus, delay_s, tok_s, fault)', k)
+    for k in d: check(k in ('answer', 'modulus', 'delay_s', 'tok_s', 'fault', 'main_thread'), f'engine.{k}', 'a known setting (answer, modulus, delay_s, tok_s, fault, main_thread)', k)
+    if d.pop('main_thread', False): signal.signal(signal.SIGUSR2, signal.getsignal(signal.SIGUSR2))  # raises outside the main thread
     if d.get('fault') == 'load': raise RuntimeError('scripted engine: load failure')
     if d.get('fault') == 'load_hang': threading.Event().wait()
     return cls(clock=clock, **d)
@@ -317,7 +327,14 @@ class Server:
         self.engine: Any = None
         self.executor = _LazyExecutor(self.cfg.executor)
         self.load_error: str | None = None
-        self.load_thread: threading.Thread | None = None
+        self.load_thread: threading.Thread | None = None  # the loader, when `predict` had to start it itself
+        self.load_started = False  # an attempt to build the engine has begun (main thread or loader)
+        self.settled = threading.Event()  # set once the engine is built or every attempt has failed
+        self.attempt_deadline = float('inf')  # on `clock`: when the attempt in progress must end
+        self.loads: list[EngineLoad] = []  # one per attempt
+        self.engine_lost: str | None = None  # why a built engine stopped working (a worker process died)
+        self.serving = False  # `serve` runs: its main thread rebuilds a lost engine
+        self.rebuilds = 0  # engines rebuilt after a loss
         self.calls, self.done, self.overruns = 0, 0, 0
         self.results: list[dict] = []  # one per question: qid, answer, reason, seconds
 
@@ -338,33 +355,115 @@ def engine_settings(sub: SubmissionConfig, root: str | Path | None = None) -> di
     return s
 
 # %% ../nbs/16_kaggle.ipynb #47e171de
-@patch
-def _load_worker(self: Server) -> None:
-    "Install, build the engine, warm the sandbox; failures are recorded, never raised."
+def load_ladder(settings: dict, attempts: int) -> list[tuple[dict, str]]:
+    "The engine settings to try in order, with why: as configured, then the engine's safer ones, the last repeated."
+    safer = getattr(engine_class(settings.get('kind', 'llamacpp')), 'fallback_settings', None)
+    out = [(dict(settings), 'as configured')] + [(s, 'safer settings') for s in (safer(settings) if safer else [])]
+    while len(out) < attempts: out.append((out[-1][0], 'retry'))
+    return out[:attempts]
+
+class LoadTimeout(Exception):
+    "An attempt to build the engine outlived its limit."
+
+def time_limit(seconds: float, fn: Callable[[], Any]) -> Any:
+    "`fn()`, interrupted by `LoadTimeout` after `seconds` when called in the main thread (SIGALRM)."
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, 'setitimer'): return fn()
+    def _alarm(signum, frame): raise LoadTimeout(f"load timed out after {seconds:.0f}s")
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, max(0.001, seconds))
+    try: return fn()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+# %% ../nbs/16_kaggle.ipynb #b18a0203
+def _kill_new_children(before: set) -> list[int]:
+    "Kill the multiprocessing children started since `before` (a set of pids); their pids."
+    killed = []
+    for p in multiprocessing.active_children():
+        if p.pid in before: continue
+        try: p.kill(); p.join(5); killed.append(p.pid)
+        except Exception as e: logging.getLogger(__name__).warning(f"could not kill worker {p.pid}: {e}")
+    return killed
+
+def _free_memory() -> None:
+    "Release what a failed attempt left (Python objects, CUDA cache)."
+    gc.collect()
+    torch = sys.modules.get('torch')
     try:
-        if self.sub.run.engine.get('kind') == 'lmdeploy': self.log(install_wheels(self.sub.serve))
-        t0 = time.monotonic()
-        eng = load_engine(engine_settings(self.sub), clock=self.clock)
-        opener = getattr(eng, 'load', None) or getattr(eng, '_load', None)  # engines open their model lazily: do it now
-        if callable(opener): opener()
-        self.log(f"engine {type(eng).__name__} ready in {time.monotonic() - t0:.1f}s")
-        if self.sub.serve.prewarm_executor: self.executor.warm()
-        self.engine = eng
+        if torch is not None and torch.cuda.is_available(): torch.cuda.empty_cache()
+    except Exception as e: logging.getLogger(__name__).warning(f"empty_cache failed: {e}")
+
+@patch
+def _record_load(self: Server, n: int, settings: dict, why: str, ok: bool, secs: float, backend: str = '', error: str | None = None,
+                 name: str = 'engine') -> None:
+    "Log one load attempt and write it to the trace."
+    ev = EngineLoad('', round(self.clock.now() - self.start, 3), n, str(settings.get('kind', 'llamacpp')), ok, round(secs, 3),
+                    why, backend, error, {k: v for k, v in settings.items() if k != 'kind'})
+    self.loads.append(ev)
+    self.log(f"engine {name} ready in {secs:.1f}s (load {n}, {why}" + (f", backend {backend})" if backend else ')') if ok
+             else f"engine load {n} ({why}): failed after {secs:.1f}s: {error}")
+    try:
+        w = TraceWriter(self.sub.serve.trace_path or None); w.add(ev); w.flush()
+    except Exception as e: self.log(f"trace write failed: {type(e).__name__}: {e}")
+
+@patch
+def _on_engine_lost(self: Server, signum=None, frame=None) -> None:
+    "SIGUSR1 from a worker of lmdeploy's mp executor: its engine is broken. Record it; never exit."
+    self.engine_lost = f"a worker process of the engine failed (signal {signum})"
+    rebuild = self.serving and self.rebuilds < self.sub.serve.load_attempts
+    if rebuild:  # questions wait (within their own limits) for the rebuilt engine instead of racing through
+        self.attempt_deadline = self.clock.now() + self.sub.serve.load_timeout_s
+        self.settled.clear()
+    self.log(f"engine lost: {self.engine_lost}; " + ('rebuilding it' if rebuild else 'questions get the fallback'))
+
+@patch
+def build_engine(self: Server, ladder: list[tuple[dict, str]] | None = None) -> None:
+    "Build the engine, trying `ladder` (default `load_ladder`) in order while the budget allows; never raises."
+    self.load_started = True
+    self.settled.clear()
+    serve, reserve = self.sub.serve, self.cfg.budget.reserve_s
+    try:
+        settings = engine_settings(self.sub)
+        if settings.get('kind') == 'lmdeploy': self.log(install_wheels(serve))
+        for n, (s, why) in enumerate(ladder or load_ladder(settings, serve.load_attempts), 1):
+            room = self.time_left() - reserve
+            if room < serve.min_load_s:
+                self.load_error = (self.load_error or 'no engine') + f"; no time left for load attempt {n} ({room:.0f}s)"
+                self.log(self.load_error); break
+            limit = min(serve.load_timeout_s, room)
+            before, t0 = {p.pid for p in multiprocessing.active_children()}, time.monotonic()
+            self.attempt_deadline = self.clock.now() + limit
+            try:
+                eng = time_limit(limit, lambda: self._build(s))
+            except KeyboardInterrupt:
+                self._record_load(n, s, why, False, time.monotonic() - t0, error='interrupted'); self.load_error = 'load interrupted'; break
+            except BaseException as e:  # SystemExit too: lmdeploy's start-up checks exit on failure
+                err = f"{type(e).__name__}: {e}"
+                killed = _kill_new_children(before); _free_memory()
+                self.load_error = err
+                self._record_load(n, s, why, False, time.monotonic() - t0, error=err + (f" (killed workers {killed})" if killed else ''))
+                continue
+            self._record_load(n, s, why, True, time.monotonic() - t0, backend=str(getattr(eng, 'backend', '') or ''), name=type(eng).__name__)
+            if threading.current_thread() is threading.main_thread() and hasattr(signal, 'SIGUSR1'):
+                signal.signal(signal.SIGUSR1, self._on_engine_lost)
+            if serve.prewarm_executor: self.executor.warm()
+            self.engine, self.engine_lost, self.load_error = eng, None, None
+            return
     except BaseException as e:
         self.load_error = f"{type(e).__name__}: {e}"
         self.log(f"engine load failed: {self.load_error}")
+    finally:
+        self.attempt_deadline = float('inf')
+        self.settled.set()
 
 @patch
-def load(self: Server) -> None:
-    "Start loading the engine (once) and wait for it within the load timeout and the budget."
-    if self.load_thread is None:
-        self.load_thread = threading.Thread(target=self._load_worker, name='aimo2-load', daemon=True)
-        self.load_thread.start()
-    wait = min(self.sub.serve.load_timeout_s, max(0.0, self.time_left() - self.cfg.budget.reserve_s))
-    self.load_thread.join(wait)
-    if self.load_thread.is_alive() and self.load_error is None:
-        self.load_error = f"engine still loading after {wait:.0f}s"
-        self.log(self.load_error + ': answering with the fallback until it is ready')
+def _build(self: Server, settings: dict) -> Any:
+    "Build one engine and open its model (engines open it lazily otherwise, charging the first question)."
+    eng = load_engine(settings, clock=self.clock)
+    opener = getattr(eng, 'load', None) or getattr(eng, '_load', None)
+    if callable(opener): opener()
+    return eng
 
 # %% ../nbs/16_kaggle.ipynb #446a553a
 @patch
@@ -372,6 +471,7 @@ def solve(self: Server, question: str, qid: str, call_start: float, first: bool,
     "The answer to one question and why, never later than the watchdog allows."
     cfg, fallback = self.cfg, self.cfg.vote.fallback % self.cfg.answers.modulus
     if self.engine is None: return fallback, f"no engine ({self.load_error or 'not loaded'})"
+    if self.engine_lost: return fallback, f"engine lost ({self.engine_lost})"
     if self.overruns >= self.sub.serve.max_overruns: return fallback, f"engine given up after {self.overruns} overruns"
     left = max(1, cfg.budget.n_questions - self.done)
     plan = plan_question(self.time_left(), left, cfg)
@@ -404,6 +504,23 @@ def _abort_all(self: Server) -> None:
 
 # %% ../nbs/16_kaggle.ipynb #db76e188
 @patch
+def wait_engine(self: Server, first: bool, call_start: float) -> None:
+    "Wait for an engine still being built: the first call until the load settles, a later one until its deadline allows."
+    if not self.load_started:
+        self.load_started = True
+        self.load_thread = threading.Thread(target=self.build_engine, name='aimo2-load', daemon=True)
+        self.load_thread.start()
+    if self.settled.is_set(): return
+    reserve, grace = self.cfg.budget.reserve_s, self.sub.serve.grace_s
+    end = self.clock.now() + max(0.0, self.time_left() - reserve)
+    if not first:
+        end = min(end, call_start + self.sub.profile.call_deadline_s - self.sub.serve.call_margin_s - self.cfg.budget.min_question_s)
+    while not self.settled.wait(0.2):
+        now = self.clock.now()
+        if now >= end or now >= self.attempt_deadline + grace + 5.0:
+            self.load_error = self.load_error or f"engine still loading after {now - call_start:.0f}s"
+            self.log(f"{self.load_error}: answering with the fallback meanwhile"); return
+@patch
 def predict(self: Server, id_: Any, problem: Any, *rest: Any):
     "One protocol call: a one-row DataFrame with the served id and a valid answer; never raises."
     call_start, first = self.clock.now(), self.calls == 0
@@ -414,7 +531,7 @@ def predict(self: Server, id_: Any, problem: Any, *rest: Any):
         qid = str(first_value(id_))
         gold = first_value(rest[0]) if rest else None
         gold = gold if isinstance(gold, int) and not isinstance(gold, bool) else None
-        if first: self.load()
+        self.wait_engine(first, call_start)
         answer, reason = self.solve(str(first_value(problem)), qid, call_start, first, gold)
     except BaseException as e:
         reason = f"predict failed: {type(e).__name__}: {e}"
@@ -463,6 +580,50 @@ def run_gateway(predict: Callable, sub: SubmissionConfig, env: dict | None = Non
     server = getattr(importlib.import_module(f'kaggle_evaluation.{mod_name}'), cls_name)(predict)
     if env.get('KAGGLE_IS_COMPETITION_RERUN'): return server.serve()
     return server.run_local_gateway((str(local_csv(sub, env)),))
+
+# %% ../nbs/16_kaggle.ipynb #b18a0302
+@patch
+def shutdown(self: Server) -> None:
+    "Close the engine and the sandbox, then kill worker processes still alive; never raises."
+    eng, self.engine = self.engine, None
+    if eng is not None and callable(getattr(eng, 'close', None)):
+        try: eng.close()
+        except BaseException as e: self.log(f"engine close raised {type(e).__name__}: {e} (ignored)")
+    try:
+        if self.executor.ex is not None: self.executor.ex.close()
+    except BaseException as e: self.log(f"sandbox close raised {type(e).__name__}: {e} (ignored)")
+    killed = _kill_new_children(set())
+    if killed: self.log(f"killed {len(killed)} worker processes left after close: {killed}")
+
+@patch
+def serve(self: Server, predict: Callable) -> Any:
+    "Run the gateway with `predict` in a worker thread while this (main) thread builds the engine; re-raise its error."
+    find_kaggle_evaluation(self.sub)  # a missing package fails here, before any load
+    box: dict = {}
+    def gateway():
+        try: box['result'] = run_gateway(predict, self.sub)
+        except BaseException as e: box['error'] = e
+    t = threading.Thread(target=gateway, name='aimo2-gateway', daemon=True)
+    t.start()
+    self.serving = True
+    try:
+        self.build_engine()
+        while t.is_alive():
+            t.join(0.5)
+            if self.engine_lost and not self.settled.is_set() and t.is_alive():
+                self.rebuilds += 1
+                lost, eng, self.engine = self.engine_lost, self.engine, None
+                try: getattr(eng, 'close', lambda: None)()
+                except BaseException as e: self.log(f"closing the lost engine raised {type(e).__name__}: {e} (ignored)")
+                _kill_new_children(set())
+                ladder = load_ladder(engine_settings(self.sub), self.sub.serve.load_attempts)[1:]
+                self.log(f"rebuilding the engine ({lost})")
+                self.build_engine(ladder or None)
+    finally:
+        self.serving = False
+        self.shutdown()
+    if 'error' in box: raise box['error']
+    return box.get('result')
 
 # %% ../nbs/16_kaggle.ipynb #0ab40553
 def serving_config(embedded: str, env: dict | None = None) -> SubmissionConfig:

@@ -156,7 +156,7 @@ print(f"aimo2_nb {aimo2_nb.__version__}: profile {CONFIG.profile.name}, engine {
 def predict(id_, problem, *rest):
     "The protocol's entry point: one polars Series per CSV column in, a one-row DataFrame (id, answer) out."
     return SERVER.predict(id_, problem, *rest)"""),
-    ('code', "K.run_gateway(predict, CONFIG)"),
+    ('code', "SERVER.serve(predict)  # the gateway in a worker thread; the engine is built here, in the main thread"),
 ]
 
 def build_notebook(root: Path, sub: SubmissionConfig) -> str:

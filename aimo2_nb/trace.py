@@ -11,8 +11,8 @@ from typing import Any, ClassVar, Iterable, Iterator
 
 # %% auto #0
 __all__ = ['EVENTS', 'event', 'QuestionStart', 'Tick', 'Answer', 'CodeStart', 'CodeDone', 'SampleStop', 'SampleEnd',
-           'QuestionStop', 'Vote', 'QuestionEnd', 'Error', 'to_json', 'from_json', 'TraceWriter', 'read_events',
-           'by_question', 'trace_frame']
+           'QuestionStop', 'Vote', 'QuestionEnd', 'Error', 'EngineLoad', 'to_json', 'from_json', 'TraceWriter',
+           'read_events', 'by_question', 'trace_frame']
 
 # %% ../nbs/07_trace.ipynb #cf4bfb8a
 EVENTS: dict[str, type] = {}
@@ -89,6 +89,15 @@ class QuestionEnd:
 class Error:
     kind: ClassVar[str] = 'error'
     qid: str; t: float; where: str; message: str
+
+# %% ../nbs/07_trace.ipynb #b18a0102
+@event
+class EngineLoad:
+    kind: ClassVar[str] = 'engine_load'
+    qid: str; t: float; attempt: int; engine: str  # qid is '' (a run event); engine: the engine kind
+    ok: bool; seconds: float; why: str = ''  # why these settings (as configured, or the safer retry)
+    backend: str = ''; error: str | None = None  # the backend that really runs; what went wrong
+    settings: dict = field(default_factory=dict)
 
 # %% ../nbs/07_trace.ipynb #0ca4ac48
 def to_json(e) -> str:

@@ -267,3 +267,92 @@ def test_project_build_config_is_used(tmp_path):
     assert (meta['id'], meta['dataset_sources'], meta['model_sources']) == ('me/aimo2-submission', ['me/aimo2-wheels'], ['me/m/Transformers/awq/2'])
     assert cli_build(['--root', str(tmp_path)]) == 0 and cli_build(['--root', str(tmp_path), '--check']) == 0
     assert (tmp_path / 'submission' / 'kernel-metadata.json').read_text() == files[tmp_path / 'submission' / 'kernel-metadata.json']
+
+
+# ---------------------------------------------------------------- the engine built in the main thread (issue 18)
+@needs_reference
+def test_engine_that_needs_the_main_thread_serves(tmp_path):
+    "lmdeploy's mp executor installs signal handlers while it is built: only the main thread may do that."
+    cfg = scripted_config(tmp_path, {'kind': 'scripted', 'answer': 391, 'main_thread': True})
+    p, _ = run_notebook(ROOT / 'submission' / NOTEBOOK_FILE, tmp_path, cfg, REFERENCE)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert check_submission(tmp_path, REFERENCE)['answer'].to_list() == [391] * 10  # every row from the engine
+    loads = [json.loads(l) for l in (tmp_path / 'trace.jsonl').read_text().splitlines() if '"engine_load"' in l]
+    assert [(e['attempt'], e['ok']) for e in loads] == [(1, True)]
+
+
+@needs_reference
+def test_failed_loads_are_retried_and_recorded(tmp_path):
+    "Every attempt fails: each one is in the trace with its reason, and every row still gets the fallback in time."
+    cfg = scripted_config(tmp_path, {'kind': 'scripted', 'fault': 'load'}, load_attempts=3)
+    p, _ = run_notebook(ROOT / 'submission' / NOTEBOOK_FILE, tmp_path, cfg, REFERENCE)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert check_submission(tmp_path, REFERENCE)['answer'].to_list() == [0] * 10
+    loads = [json.loads(l) for l in (tmp_path / 'trace.jsonl').read_text().splitlines() if '"engine_load"' in l]
+    assert [(e['attempt'], e['ok'], e['why']) for e in loads] == [(1, False, 'as configured'), (2, False, 'retry'), (3, False, 'retry')]
+    assert all('scripted engine: load failure' in e['error'] for e in loads)
+    assert 'engine load 3 (retry): failed' in p.stdout
+
+
+@needs_reference
+def test_a_lost_engine_is_rebuilt(tmp_path):
+    "A worker's SIGUSR1 (lmdeploy's mp executor would end the process with os._exit(1)) loses the engine, not the run."
+    cfg = scripted_config(tmp_path, {'kind': 'scripted', 'answer': 391, 'fault': 'die'})
+    p, _ = run_notebook(ROOT / 'submission' / NOTEBOOK_FILE, tmp_path, cfg, REFERENCE)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    answers = check_submission(tmp_path, REFERENCE)['answer'].to_list()
+    assert answers[0] == 391 and answers.count(391) >= 3, answers  # the first engine, then rebuilt ones
+    assert 'engine lost' in p.stdout and 'rebuilding the engine' in p.stdout
+    loads = [json.loads(l) for l in (tmp_path / 'trace.jsonl').read_text().splitlines() if '"engine_load"' in l]
+    assert len(loads) >= 2 and all(e['ok'] for e in loads)
+
+
+def _fake_pipeline_cls():
+    "The CPU stand-in for lmdeploy's pipeline, wherever the test doubles live."
+    try: from aimo2_nb.engines.lmdeploy import FakePipeline
+    except ImportError: from doubles.lmdeploy import FakePipeline  # noqa
+    return FakePipeline
+
+
+@pytest.mark.parametrize('turbomind, first_ok', [('present', True), ('absent', True), ('failing', False)])
+def test_lmdeploy_load_ladder(tmp_path, monkeypatch, turbomind, first_ok):
+    "Backend decided by us: TurboMind present (built), absent (the PyTorch engine, mp at tp=2), failing (retried safer)."
+    import aimo2_nb.engines.lmdeploy as L
+    from aimo2_nb.kaggle import Server, SubmissionConfig, ServeConfig
+    from aimo2_nb.config import RunConfig
+    Fake, built = _fake_pipeline_cls(), []
+    def factory(cfg):
+        built.append(cfg)
+        if turbomind == 'failing' and cfg.backend == 'turbomind': raise RuntimeError('TurboMind crashed while loading')
+        return Fake(backend=cfg.backend)
+    monkeypatch.setattr(L, 'open_pipeline', factory)
+    monkeypatch.setattr(L, 'probe_turbomind', lambda m: L.TurbomindProbe(turbomind != 'absent', 'not built'))
+    model = tmp_path / 'model'; model.mkdir()
+    sub = SubmissionConfig(serve=ServeConfig(trace_path=str(tmp_path / 't.jsonl'), prewarm_executor=False, wheels_dataset='', model=''),
+                           run=RunConfig(engine={'kind': 'lmdeploy', 'model': str(model), 'tp': 2}))
+    srv = Server(sub, log=lambda m: None)
+    srv.build_engine()
+    try:
+        assert [e.ok for e in srv.loads] == ([True] if first_ok else [False, True])
+        eng = srv.engine
+        want = 'turbomind' if turbomind == 'present' else 'pytorch'
+        assert (eng.cfg.backend, eng.backend) == (want, want)
+        kw = L.backend_kwargs(eng.cfg)
+        if want == 'pytorch': assert kw['distributed_executor_backend'] == 'mp'
+        if turbomind == 'failing':
+            assert 'TurboMind crashed' in srv.loads[0].error and srv.loads[1].why == 'safer settings'
+            assert (eng.cfg.eager_mode, eng.cfg.cache_max_entry_count) == (True, 0.675)
+        assert [b.backend for b in built] == (['turbomind'] if turbomind == 'present' else ['pytorch'] if turbomind == 'absent' else ['turbomind', 'pytorch'])
+        ev = [json.loads(l) for l in (tmp_path / 't.jsonl').read_text().splitlines()]
+        assert [e['kind'] for e in ev] == ['engine_load'] * len(srv.loads)
+    finally:
+        srv.shutdown()
+
+
+def test_resolved_config_is_built_with_the_matching_class():
+    "With lmdeploy's real classes: TurboMind absent at tp=4 -> a PytorchEngineConfig with the mp executor (never ray)."
+    msgs = pytest.importorskip('lmdeploy.messages', reason='lmdeploy not installed (CI installs it: .ci/extra-install)')
+    from aimo2_nb.engines.lmdeploy import LmdeployConfig, TurbomindProbe, backend_config, resolve_backend
+    cfg, _ = resolve_backend(LmdeployConfig(model='/m', tp=4), TurbomindProbe(False, 'not built'))
+    bc = backend_config(cfg, n_gpus=4)
+    assert isinstance(bc, msgs.PytorchEngineConfig) and (bc.tp, bc.distributed_executor_backend) == (4, 'mp')

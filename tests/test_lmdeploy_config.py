@@ -14,7 +14,7 @@ from aimo2_nb.core import ConfigError
 from aimo2_nb.engines.base import Chunk, Engine, SampleRequest, load_engine
 from aimo2_nb.engines.lmdeploy import (LmdeployConfig, LmdeployEngine, FakePipeline, QuantPolicy, backend_config,
                                        backend_kwargs, chat_messages, generation_config, generation_kwargs,
-                                       running_backend, settings_config, _Run)
+                                       running_backend, settings_config, _Run, TurbomindProbe)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -303,11 +303,15 @@ def test_backend_detection_and_fallback_policy():
     pt = type('Engine', (), {'__module__': 'lmdeploy.pytorch.engine.engine'})
     assert running_backend(SimpleNamespace(async_engine=SimpleNamespace(engine=tm(), backend='pytorch'))) == 'turbomind'
     assert running_backend(SimpleNamespace(async_engine=SimpleNamespace(engine=pt(), backend='turbomind'))) == 'pytorch'
-    e, _ = engine(LmdeployConfig(backend='turbomind'))
-    with pytest.warns(UserWarning, match='asked for turbomind, running pytorch'): e.load()
+    ok = lambda m: TurbomindProbe(True)
+    e = LmdeployEngine(LmdeployConfig(backend='turbomind'), pipeline_factory=lambda c: FakePipeline(), turbomind_probe=ok)
+    with pytest.warns(UserWarning, match='built turbomind, running pytorch'): e.load()  # lmdeploy disagreed with the probe
     assert e.backend == 'pytorch'
-    e, _ = engine(LmdeployConfig(backend='turbomind', require_backend=True))
+    e = LmdeployEngine(LmdeployConfig(backend='turbomind', require_backend=True), pipeline_factory=lambda c: FakePipeline(), turbomind_probe=ok)
     with pytest.raises(RuntimeError, match='require_backend'): e.load()
+    e = LmdeployEngine(LmdeployConfig(backend='turbomind', require_backend=True), pipeline_factory=lambda c: FakePipeline(),
+                       turbomind_probe=lambda m: TurbomindProbe(False, 'not built'))
+    with pytest.raises(RuntimeError, match='require_backend is set and TurboMind is unavailable: not built'): e.load()
 
 def test_solver_end_to_end_on_gibberish():
     "Random-weight text: no answers; every question ends at its limit with the fallback, all samples aborted."

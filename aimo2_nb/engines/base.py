@@ -12,7 +12,7 @@ from ..config import SamplingConfig
 
 # %% auto #0
 __all__ = ['FinishReason', 'ENGINE_KINDS', 'SampleRequest', 'Chunk', 'Engine', 'ThreadedStream', 'SampleQueue', 'cpu_cores',
-           'SequentialEngine', 'load_engine']
+           'SequentialEngine', 'engine_class', 'load_engine']
 
 # %% ../../nbs/08_engine_base.ipynb #f9322526
 FinishReason = Literal['stop', 'length', 'abort', 'error']
@@ -199,11 +199,13 @@ ENGINE_KINDS = {
     'hf': ('aimo2_nb.engines.hf', 'HFEngine'),  # any local Hugging Face folder (or a hub id with allow_download) on transformers
 }
 
+def engine_class(kind: str) -> type:
+    "The engine class registered for `kind` (its module is imported now)."
+    check_choice(kind, 'engine.kind', ENGINE_KINDS)
+    mod, name = ENGINE_KINDS[kind]
+    return getattr(importlib.import_module(mod), name)
+
 def load_engine(settings: dict | None = None, clock: Clock | None = None) -> Engine:
     "Build the engine that `settings` (the config's `engine` mapping) names."
     settings = dict(settings or {})
-    kind = settings.pop('kind', 'llamacpp')
-    check_choice(kind, 'engine.kind', ENGINE_KINDS)
-    mod, name = ENGINE_KINDS[kind]
-    cls = getattr(importlib.import_module(mod), name)
-    return cls.from_settings(settings, clock=clock)
+    return engine_class(settings.pop('kind', 'llamacpp')).from_settings(settings, clock=clock)

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/12_engine_lmdeploy.ipynb #fe98debf
 from __future__ import annotations
-import enum, logging, os, queue, threading, time, warnings
+import dataclasses, enum, logging, os, queue, threading, time, warnings
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Callable, Iterator, Literal, Sequence, get_args
@@ -15,7 +15,8 @@ from .base import Chunk, SampleRequest, ThreadedStream
 # %% auto #0
 __all__ = ['Backend', 'ModelFormat', 'ExecutorBackend', 'QuantPolicy', 'LmdeployConfig', 'settings_config', 'backend_kwargs',
            'backend_config', 'generation_kwargs', 'generation_config', 'chat_messages', 'running_backend',
-           'FakeSession', 'FakePipeline', 'open_pipeline', 'LmdeployEngine']
+           'TurbomindProbe', 'probe_turbomind', 'resolve_backend', 'safer_config', 'config_settings', 'FakeSession',
+           'FakePipeline', 'open_pipeline', 'LmdeployEngine']
 
 # %% ../../nbs/12_engine_lmdeploy.ipynb #440b54f8
 class QuantPolicy(enum.IntEnum):
@@ -137,6 +138,43 @@ def running_backend(pipe: Any) -> str:
     if mod.startswith('lmdeploy.pytorch'): return 'pytorch'
     b = getattr(ae, 'backend', None)
     return b if b in get_args(Backend) else 'unknown'
+
+# %% ../../nbs/12_engine_lmdeploy.ipynb #b18a0002
+@dataclass(frozen=True)
+class TurbomindProbe:
+    "Whether TurboMind can run a model here, and why not."
+    ok: bool
+    why: str = ''
+
+def probe_turbomind(model: str) -> TurbomindProbe:
+    "lmdeploy's own checks: TurboMind's extension loads here and supports `model`'s architecture. Never raises."
+    try:
+        from lmdeploy import turbomind
+        if not turbomind.is_available():
+            return TurbomindProbe(False, f"TurboMind is not built or its CUDA libraries do not load ({getattr(turbomind, '_import_error', None)})")
+        from lmdeploy.turbomind.supported_models import is_supported
+        if not is_supported(model): return TurbomindProbe(False, f"TurboMind does not support the architecture of {model}")
+        return TurbomindProbe(True)
+    except Exception as e: return TurbomindProbe(False, f"TurboMind probe failed: {type(e).__name__}: {e}")
+
+def resolve_backend(cfg: LmdeployConfig, probe: TurbomindProbe) -> tuple[LmdeployConfig, str]:
+    "The config to build (TurboMind if asked for and able to run, else the PyTorch engine) and why."
+    if cfg.backend == 'pytorch': return cfg, 'the PyTorch engine, as configured'
+    if probe.ok: return cfg, 'TurboMind, as configured (available here)'
+    if cfg.require_backend: raise RuntimeError(f"engine.require_backend is set and TurboMind is unavailable: {probe.why}")
+    c = dataclasses.replace(cfg, backend='pytorch', cache_max_entry_count=min(cfg.cache_max_entry_count, 0.9))
+    return c, f"TurboMind unavailable ({probe.why}): the PyTorch engine" + (' (mp executor)' if c.tp != 1 else '')
+
+# %% ../../nbs/12_engine_lmdeploy.ipynb #b18a0006
+def safer_config(cfg: LmdeployConfig) -> LmdeployConfig:
+    "The retry after a failed or hung load: the PyTorch engine (`mp` at tp > 1), eager mode, 3/4 of the KV cache."
+    return dataclasses.replace(cfg, backend='pytorch', eager_mode=True, executor_backend=None, require_backend=False,
+                               cache_max_entry_count=round(min(cfg.cache_max_entry_count, 0.9) * 0.75, 3))
+
+def config_settings(cfg: LmdeployConfig) -> dict:
+    "The `engine` mapping that `settings_config` reads back as `cfg`."
+    d = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    return {'kind': 'lmdeploy', **d, 'quant_policy': int(cfg.quant_policy)}
 
 # %% ../../nbs/12_engine_lmdeploy.ipynb #1ed89e14
 @dataclass
@@ -322,8 +360,12 @@ class LmdeployEngine:
     "An `Engine` over an lmdeploy 0.18 pipeline: one `stream_infer` per question, one session per sample."
     def __init__(self, config: LmdeployConfig | None = None,  # the engine settings
                  clock: Clock | None = None,  # the solver's time source (monotonic time)
-                 pipeline_factory: Callable[[LmdeployConfig], Any] | None = None):  # builds the pipeline (default `open_pipeline`)
+                 pipeline_factory: Callable[[LmdeployConfig], Any] | None = None,  # builds the pipeline (default `open_pipeline`)
+                 turbomind_probe: Callable[[str], TurbomindProbe] | None = None):  # can TurboMind run here? (default `probe_turbomind`)
         self.cfg = config or LmdeployConfig()
+        self.asked = self.cfg  # the settings as configured; `cfg` becomes what is really built
+        self.probe = turbomind_probe or probe_turbomind
+        self.backend_why = ''  # why `cfg.backend` was chosen
         self.clock = clock or RealClock()
         self.factory = pipeline_factory or open_pipeline
         self.pipe: Any = None
@@ -343,22 +385,30 @@ def _from_settings(cls, settings: dict | None = None, clock: Clock | None = None
     return cls(settings_config(settings), clock=clock)
 LmdeployEngine.from_settings = classmethod(_from_settings)  # `patch` has no classmethod form
 
+def _fallback_settings(cls, settings: dict | None = None) -> list[dict]:
+    "Safer settings to retry a failed or hung load with."
+    return [config_settings(safer_config(settings_config(settings)))]
+LmdeployEngine.fallback_settings = classmethod(_fallback_settings)
+
 # %% ../../nbs/12_engine_lmdeploy.ipynb #f74f088a
 @patch
 def load(self: LmdeployEngine) -> Any:
-    "Build the pipeline (once); returns it."
+    "Build the pipeline (once), on the backend `resolve_backend` picks; returns it."
     if self.pipe is not None: return self.pipe
+    log = logging.getLogger(__name__)
+    self.cfg, self.backend_why = resolve_backend(self.asked, self.probe(self.asked.model) if self.asked.backend == 'turbomind' else TurbomindProbe(False))
+    log.info(f"lmdeploy: {self.backend_why}")
     t0 = time.monotonic()
     pipe = self.factory(self.cfg)
     self.load_s = time.monotonic() - t0
     self.backend = running_backend(pipe)
-    msg = f"lmdeploy: asked for {self.cfg.backend}, running {self.backend} (load {self.load_s:.1f}s)"
+    msg = f"lmdeploy: built {self.cfg.backend}, running {self.backend} (load {self.load_s:.1f}s)"
     if self.backend != self.cfg.backend:
         if self.cfg.require_backend:
             try: pipe.close()
             finally: raise RuntimeError(msg + '; engine.require_backend is set')
         warnings.warn(msg)
-    logging.getLogger(__name__).info(msg)
+    log.info(msg)
     self.pipe = pipe
     return pipe
 
