@@ -116,7 +116,7 @@ def cli_bench(argv: list[str]) -> int:
     print(md.read_text() if md.exists() else json.dumps(res, indent=2))
     return 0
 
-# %% ../nbs/10a_cli_runs.ipynb
+# %% ../nbs/10a_cli_runs.ipynb #b009bbd1
 def cli_tune(argv: list[str]) -> int:
     "`aimo2 tune GRID.yaml DATA... [--out DIR] [--jobs N]`"
     p = argparse.ArgumentParser(prog='aimo2 tune', description='Evaluate a grid of policies on recorded data; recommend one.')
