@@ -4,12 +4,13 @@
 
 # %% ../nbs/10a_cli_runs.ipynb #ff1fe0b8
 from __future__ import annotations
-import argparse, json, shutil, sys, tempfile
+import argparse, dataclasses, json, shutil, sys, tempfile
 from pathlib import Path
 from .core import ConfigError
 from .config import load_config
 from .engines.base import load_engine
 from .eval import EvalError, evaluate, finish_run, read_questions, report_table
+from .eval_ray import EvalPlan, evaluate_units, load_eval_config
 from .simulate import simulate_main
 from .tune import tune_main
 from .bench import run_bench
@@ -23,25 +24,39 @@ def _parser(name: str, desc: str) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(prog=f"aimo2 {name}", description=desc)
 
 def cli_eval(argv: list[str]) -> int:
-    "`aimo2 eval`: evaluate a CSV into a run folder; prints the run's table row."
+    "`aimo2 eval`: evaluate a CSV into a run folder, in this process or over Ray workers; prints the run's table row."
     ap = _parser('eval', 'Run the solver over a CSV of questions (id, question, answer) into a resumable run folder.')
     ap.add_argument('csv', help='questions: a CSV with columns id, question, answer')
-    ap.add_argument('--config', required=True, help='the run configuration (YAML)')
+    ap.add_argument('--config', required=True, help="the run configuration (YAML; an optional 'eval:' section holds the plan below)")
     ap.add_argument('--out', required=True, help='run folder (created; an existing one is resumed)')
     ap.add_argument('--limit', type=int, default=None, help='only the first N questions')
     ap.add_argument('--engine-kind', default=None, help="engine adapter, overriding the config's engine.kind")
     ap.add_argument('--quiet', action='store_true', help='no progress output')
+    g = ap.add_argument_group('units of work: several runs, over Ray')
+    g.add_argument('--repeats', type=int, default=None, help='full competition runs per question order (eval.repeats)')
+    g.add_argument('--orders', default=None, help='question orders, comma-separated: csv, reverse, shuffle (eval.orders)')
+    g.add_argument('--per-question', action='store_true', default=None, help='a unit is one question, not a whole run (eval.per_question)')
+    g.add_argument('--ray', nargs='?', const='local', default=None, metavar='ADDRESS',
+                   help='spread the units over Ray workers: a cluster address (auto, HEAD:6379, ray://HEAD:10001); alone: a local cluster')
+    g.add_argument('--workers', type=int, default=None, help='Ray workers (default: as many as the cluster has GPUs or CPUs for)')
+    g.add_argument('--gpus-per-worker', type=float, default=None, help='GPUs of each worker, tp inside it (default: 1 for lmdeploy, else 0)')
+    g.add_argument('--cpus-per-worker', type=float, default=1, help='CPUs of each worker (default: %(default)s)')
     try: a = ap.parse_args(argv)
     except SystemExit as e: return int(e.code or 0)
     try:
-        cfg = load_config(a.config)
+        cfg, plan = load_eval_config(a.config)
+        for k, v in dict(repeats=a.repeats, orders=a.orders, per_question=a.per_question).items():
+            if v is not None: plan = dataclasses.replace(plan, **{k: v})  # validated again
         if a.limit is not None and a.limit < 1: raise EvalError(f"--limit: expected an integer >= 1, got {a.limit}")
+        if a.workers is not None and a.workers < 1: raise EvalError(f"--workers: expected an integer >= 1, got {a.workers}")
         settings = dict(cfg.engine)
         if a.engine_kind: settings['kind'] = a.engine_kind
         read_questions(a.csv)  # check the input before loading a model
-        engine = load_engine(settings)
+        units = a.ray is not None or (plan.repeats, plan.orders, plan.per_question) != (1, ['csv'], False)
+        engine = None if units else load_engine(settings)
     except (ConfigError, EvalError, FileNotFoundError, ImportError) as e:
         print(f"aimo2 eval: error: {e}", file=sys.stderr); return 2
+    if units: return _eval_units(a, cfg, plan, settings)
     try: evaluate(a.csv, cfg, engine, a.out, a.limit, progress=not a.quiet)
     except (ConfigError, EvalError) as e:
         print(f"aimo2 eval: error: {e}", file=sys.stderr); return 2
@@ -52,6 +67,22 @@ def cli_eval(argv: list[str]) -> int:
         if callable(close): close()
     print(report_table([a.out]))
     return 0
+
+def _eval_units(a: argparse.Namespace, cfg, plan: EvalPlan, settings: dict) -> int:
+    "`aimo2 eval` over units of work (several runs, or --ray): each worker loads the engine from `settings`; 1 if a unit failed."
+    gpus = a.gpus_per_worker if a.gpus_per_worker is not None else (1 if a.ray is not None and settings.get('kind') == 'lmdeploy' else 0)
+    try: m = evaluate_units(a.csv, cfg, settings, a.out, plan, ray_address=a.ray, workers=a.workers, gpus_per_worker=gpus,
+                            cpus_per_worker=a.cpus_per_worker, limit=a.limit, progress=not a.quiet)
+    except (ConfigError, EvalError) as e:
+        print(f"aimo2 eval: error: {e}", file=sys.stderr); return 2
+    except KeyboardInterrupt:
+        print(f"aimo2 eval: interrupted; run the same command again to resume {a.out}", file=sys.stderr); return 130
+    print(report_table([a.out]))
+    u = m['units']
+    sd = f" (sd {u['run_correct_sd']})" if u['run_correct_sd'] is not None else ''
+    print(f"units: {u['ok']}/{u['planned']} ok; correct per run: mean {u['run_correct_mean']}{sd} over {len(u['runs'])} runs")
+    for f in u['failed']: print(f"  FAILED {f['unit']}: {f['reason']}", file=sys.stderr)
+    return 1 if u['failed'] else 0
 
 def cli_report(argv: list[str]) -> int:
     "`aimo2 report DIR...`: a markdown table comparing run folders."

@@ -228,3 +228,17 @@ def test_report_and_simulate_read_merged_folder(cluster, tmp_path):
     from aimo2_nb.simulate import load_input
     trace = tmp_path / 'ray' / 'traces.jsonl'
     assert len(load_input(trace)) == 8
+
+# ---------------------------------------------------------------- the command line
+def test_cli_eval_ray(cluster, tmp_path, capsys):
+    "`aimo2 eval ... --ray` (the cluster this process joined), then a resume that has nothing left to do."
+    csv, cfgp, out = write_csv(tmp_path / 'q.csv', 3), tmp_path / 'c.yaml', tmp_path / 'run'
+    cfgp.write_text('engine: {kind: scripted, delay_s: 0.01}\neval: {orders: [csv, reverse]}\n')
+    from aimo2_nb.cli import main
+    argv = ['eval', str(csv), '--config', str(cfgp), '--out', str(out), '--ray', '--repeats', '2', '--quiet']
+    assert main(argv) == 0
+    o = capsys.readouterr().out
+    assert '| run |' in o and '| 12/12 |' in o and 'units: 4/4 ok' in o
+    assert main(argv) == 0 and len(E.read_jsonl(out / 'units.jsonl')) == 4
+    assert main(['eval', str(csv), '--config', str(cfgp), '--out', str(tmp_path / 'g'), '--ray', '--gpus-per-worker', '1']) == 2
+    assert 'the Ray cluster has 0 GPUs' in capsys.readouterr().err
