@@ -157,7 +157,8 @@ def test_worker_always_dies_unit_failed_with_reason(cluster, tmp_path):
     for n in failed: assert recs[n]['attempts'] == 2 and 'died' in recs[n]['reason']
     assert sorted(f['unit'] for f in m['units']['failed']) == sorted(failed)
     assert m['questions'] == 4 and 'q1@csv.0' not in E.read_results(tmp_path / 'ray')
-    assert E.cli_report([str(tmp_path / 'ray')]) == 0  # report reads the folder as it is
+    from aimo2_nb.cli import main
+    assert main(['report', str(tmp_path / 'ray')]) == 0  # report reads the folder as it is
 
 def test_ray_kill_worker_mid_run(cluster, tmp_path):
     "ray.kill of a worker while it holds a unit: a new worker takes the unit again, nothing is lost or doubled."
