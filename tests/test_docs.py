@@ -6,7 +6,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # notebooks other helpers are rewriting now; their summary and citations are fixed when they land (then empty this)
-LATER = {'03_executor', '06_policies', '15_simulate'}
+LATER = {'03_executor', '06_policies', '09_solver', '15_simulate', '15a_tune'}
 NBS = sorted(p for p in (ROOT / 'nbs').glob('*.ipynb') if not p.name.startswith('_'))
 
 def cells(p: Path, kind: str) -> list[str]:
@@ -39,3 +39,19 @@ def test_defect_citations_land_on_the_list():
             for n in re.findall(r'seed_defects\.ipynb#defect-(\d+)', s): assert int(n) in listed, (nb.name, n)
             bare = re.findall(r'(?<!\[)\bdefects? \d+(?![^\[]*\]\()', s)
             assert not bare, f"{nb.name}: unlinked defect citation {bare}"
+
+def _mixed(src: str) -> bool:
+    "nbdev's docs build runs a cell that imports; with other code in it the lesson runs without its earlier cells."
+    lines = src.split('\n')
+    dirs = [l[3:].split()[0] for l in lines if l.startswith('#|') and l[3:].split()]
+    if set(dirs) & {'export', 'exports', 'exporti', 'exec_doc', 'eval:'} or 'nbdev_export()' in src: return False
+    try: tree = ast.parse('\n'.join(l for l in lines if not l.lstrip().startswith(('%', '!'))))
+    except SyntaxError: return False
+    has = lambda types: any(isinstance(n, types) for n in ast.walk(tree))
+    return has((ast.Import, ast.ImportFrom)) and has((ast.Expr, ast.Assign))
+
+@pytest.mark.parametrize('nb', [p for p in NBS if p.stem not in LATER], ids=lambda p: p.stem)
+def test_imports_in_their_own_cells(nb):
+    "nbdev_docs executes every cell holding an import (FAQ: 'cells containing imports and other code'): keep them apart."
+    bad = [s.split('\n')[0] for s in cells(nb, 'code') if _mixed(s)]
+    assert not bad, f"{nb.name}: move the imports of these cells into the hidden test-import cell: {bad}"
