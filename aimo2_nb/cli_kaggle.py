@@ -8,7 +8,7 @@ import argparse, json, subprocess, sys
 from pathlib import Path
 from typing import Callable
 from .core import ConfigError, project_root
-from .kaggle import PROFILES, load_submission
+from .kaggle import COMPETITIONS, load_submission
 from .kaggle_build import BUILD_CONFIG, build_files, generated_files, submission_for, write_files
 from .kaggle_push import (WHEELS_LIST, WHEELS_PLATFORMS, WHEELS_PYTHON, cli_error, dataset_metadata, download_cmd,
                                   run_cli, wheel_list, wheel_specs)
@@ -20,7 +20,8 @@ __all__ = ['cli_build', 'cli_push', 'cli_wheels']
 def cli_build(argv: list[str]) -> int:
     "`aimo2 build`: write the submission folder."
     ap = argparse.ArgumentParser(prog='aimo2 build', description='Build the self-contained Kaggle submission notebook.')
-    ap.add_argument('--profile', choices=sorted(PROFILES), help='competition profile (default: the config file\'s, else aimo2)')
+    ap.add_argument('--competition', '--profile', dest='competition', choices=sorted(COMPETITIONS),
+                    help='the competition (default: the config file\'s, else aimo2); --profile: its deprecated name')
     ap.add_argument('--config', help=f'submission config YAML overriding the defaults (default: {BUILD_CONFIG} in the project, if present)')
     ap.add_argument('--out', help='output folder (default: submission/ in the project)')
     ap.add_argument('--root', help='project root (default: the folder holding settings.ini)')
@@ -32,7 +33,7 @@ def cli_build(argv: list[str]) -> int:
         if a.config: base = load_submission(Path(a.config))
         elif (root / BUILD_CONFIG).is_file(): base = load_submission(root / BUILD_CONFIG)
         else: base = None
-        sub = submission_for(a.profile or (base.profile if base else 'aimo2'), base)
+        sub = submission_for(a.competition or (base.competition if base else 'aimo2'), base)
         out = Path(a.out) if a.out else root / 'submission'
         files = build_files(root, sub, out)
     except (ConfigError, OSError, KeyError) as e:

@@ -8,7 +8,7 @@ import argparse, ast, json, re, sys
 from pathlib import Path
 from .core import ConfigError
 from .config import RunConfig, Tier, SpeedConfig
-from .kaggle import (PROFILES, CompetitionProfile, KernelSpec, ServeConfig, SubmissionConfig, apply_profile,
+from .kaggle import (COMPETITIONS, Competition, KernelSpec, ServeConfig, SubmissionConfig, apply_competition,
                              default_run, load_submission, submission_yaml)
 
 # %% auto #0
@@ -131,7 +131,7 @@ def package_version(root: Path) -> str:
 
 # %% ../nbs/16a_kaggle_build.ipynb #7a0d60f2
 BANNER = """\
-# AIMO-2 submission: {profile} ({slug})
+# AIMO-2 submission: {competition} ({slug})
 
 **Generated file: do not edit.** Built by `aimo2 build` from aimo2_nb {version} (config `{chash}`).
 To change it, edit the notebooks in `nbs/` of the aimo2_nb repository, run `nbdev_export`, then `aimo2 build`
@@ -150,7 +150,7 @@ _not_embedded = [n for n, m in sys.modules.items() if n.split('.')[0] == 'aimo2_
 assert aimo2_nb.__file__ == '<embedded aimo2_nb>' and not _not_embedded, f"not the embedded modules: {_not_embedded}"
 CONFIG = K.serving_config(EMBEDDED_CONFIG)
 SERVER = K.Server(CONFIG, start=NOTEBOOK_START)
-print(f"aimo2_nb {aimo2_nb.__version__}: profile {CONFIG.profile.name}, engine {CONFIG.run.engine.get('kind')}, "
+print(f"aimo2_nb {aimo2_nb.__version__}: competition {CONFIG.competition.name}, engine {CONFIG.run.engine.get('kind')}, "
       f"{CONFIG.run.budget.n_questions} questions in {CONFIG.run.budget.total_s:.0f}s, answers mod {CONFIG.run.answers.modulus}")"""),
     ('code', """\
 def predict(id_, problem, *rest):
@@ -165,7 +165,7 @@ def build_notebook(root: Path, sub: SubmissionConfig) -> str:
     mods = embedded_modules(root)
     pkgs = sorted(n for n, p in mods if p.name == '__init__.py')
     cfg_text = submission_yaml(sub)
-    cells = [('markdown', BANNER.format(profile=sub.profile.name, slug=sub.profile.slug, version=package_version(root),
+    cells = [('markdown', BANNER.format(competition=sub.competition.name, slug=sub.competition.slug, version=package_version(root),
                                          chash=config_hash(sub.run))),
              ('code', "import time\nNOTEBOOK_START = time.monotonic()  # the run's time budget counts from here"),
              ('markdown', '## Configuration\nThe complete configuration this notebook was built with '
@@ -180,7 +180,7 @@ def build_notebook(root: Path, sub: SubmissionConfig) -> str:
 # %% ../nbs/16a_kaggle_build.ipynb #1ae213e6
 def kernel_metadata(sub: SubmissionConfig) -> str:
     "The text of kernel-metadata.json for `sub`."
-    k, s, p = sub.kernel, sub.serve, sub.profile
+    k, s, p = sub.kernel, sub.serve, sub.competition
     meta = {'id': k.id, 'title': k.title, 'code_file': NOTEBOOK_FILE, 'language': 'python', 'kernel_type': 'notebook',
             'is_private': k.is_private, 'enable_gpu': p.accelerator != 'cpu', 'enable_tpu': False, 'enable_internet': False,
             'machine_shape': p.machine_shape, 'competition_sources': [p.slug],
@@ -190,15 +190,15 @@ def kernel_metadata(sub: SubmissionConfig) -> str:
     return json.dumps(meta, indent=2) + '\n'
 
 # %% ../nbs/16a_kaggle_build.ipynb #03b19a50
-def submission_for(profile: str | CompetitionProfile = 'aimo2', base: SubmissionConfig | None = None) -> SubmissionConfig:
-    "`base` (default: the GPU submission) set up for `profile`."
-    p = PROFILES[profile] if isinstance(profile, str) else profile
+def submission_for(competition: str | Competition = 'aimo2', base: SubmissionConfig | None = None) -> SubmissionConfig:
+    "`base` (default: the GPU submission) set up for `competition`."
+    p = COMPETITIONS[competition] if isinstance(competition, str) else competition
     base = base or SubmissionConfig(run=default_run())
-    return SubmissionConfig(p, base.serve, base.kernel, apply_profile(base.run, p, base.serve.call_margin_s))
+    return SubmissionConfig(p, base.serve, base.kernel, apply_competition(base.run, p, base.serve.call_margin_s))
 
 def local_submission(sub: SubmissionConfig) -> SubmissionConfig:
     "A quick local CPU run of `sub`: the 0.5B embedded model, 2 short samples, 10 questions."
-    run = apply_profile(sub.run, sub.profile, sub.serve.call_margin_s)
+    run = apply_competition(sub.run, sub.competition, sub.serve.call_margin_s)
     run.engine = {'kind': 'llamacpp', 'model': 'qwen2.5-coder-0.5b', 'n_ctx': 2048}
     run.sampling.max_new_tokens = 384
     run.speed = SpeedConfig([Tier(3, 2, 150.0, 2, [], 0.0)], adaptive=False, default_speed=3)
@@ -206,7 +206,7 @@ def local_submission(sub: SubmissionConfig) -> SubmissionConfig:
     run.executor.workers = 2
     serve = ServeConfig(wheels_dataset='', model='', grace_s=15.0, call_margin_s=sub.serve.call_margin_s,
                         load_timeout_s=600.0, trace_path='trace.jsonl')
-    return SubmissionConfig(sub.profile, serve, sub.kernel, run)
+    return SubmissionConfig(sub.competition, serve, sub.kernel, run)
 
 # %% ../nbs/16a_kaggle_build.ipynb #a35816f9
 def build_files(root: Path, sub: SubmissionConfig, out: Path) -> dict[Path, str]:
@@ -220,7 +220,7 @@ def project_submission(root: Path) -> SubmissionConfig:
     "The project's submission: `submission.yaml` at the root laid over the defaults, else the defaults (aimo2)."
     p = Path(root) / BUILD_CONFIG
     base = load_submission(p) if p.is_file() else None
-    return submission_for(base.profile if base else 'aimo2', base)
+    return submission_for(base.competition if base else 'aimo2', base)
 
 def generated_files(root: Path) -> dict[Path, str]:
     "The project's build (`project_submission`, into submission/): the files and their text."

@@ -1,7 +1,7 @@
 """The built submission notebook, end to end: run with execnb in a fresh Python against the stand-in gateway
 (tests/stubs/kaggle_evaluation), on the 10 reference problems, with the scripted engine; fault cases must still give
 10 valid rows in time. Also: the build is byte-for-byte reproducible, in sync with the committed submission/, and
-driven by the competition profile.
+driven by the competition.
 """
 from __future__ import annotations
 import json, os, subprocess, sys, time
@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 import yaml
 
-from aimo2_nb.kaggle import PROFILES, hash_answer
+from aimo2_nb.kaggle import COMPETITIONS, hash_answer
 from aimo2_nb.kaggle_build import NOTEBOOK_FILE, build_files, generated_files, submission_for
 from aimo2_nb.cli_kaggle import cli_build
 
@@ -50,7 +50,7 @@ def test_committed_submission_is_in_sync():
     assert not stale, f"submission/ is out of date: run `aimo2 build` ({stale})"
 
 
-def test_profile_drives_the_outputs(tmp_path):
+def test_competition_drives_the_outputs(tmp_path):
     f2 = build_files(ROOT, submission_for('aimo2'), tmp_path)
     f3 = build_files(ROOT, submission_for('aimo3'), tmp_path)
     m2, m3 = (json.loads(f[tmp_path / 'kernel-metadata.json']) for f in (f2, f3))
@@ -103,7 +103,7 @@ else: raise SystemExit('an installed module was picked up')
 
 
 # ---------------------------------------------------------------- end to end
-def scripted_config(tmp_path: Path, engine: dict, timeout_s: float = 3.0, profile: dict | None = None, **serve) -> Path:
+def scripted_config(tmp_path: Path, engine: dict, timeout_s: float = 3.0, competition: dict | None = None, **serve) -> Path:
     "An AIMO2_CONFIG file: the scripted engine, a tiny budget for 10 questions."
     cfg = {'serve': {'wheels_dataset': '', 'model': '', 'grace_s': 0.5, 'prewarm_executor': False,
                      'trace_path': 'trace.jsonl', 'load_timeout_s': 5.0, **serve},
@@ -111,7 +111,7 @@ def scripted_config(tmp_path: Path, engine: dict, timeout_s: float = 3.0, profil
                    'budget': {'total_s': 200.0, 'n_questions': 10, 'reserve_s': 5.0, 'min_question_s': 1.0, 'drain_s': 0.2},
                    'speed': {'adaptive': False, 'default_speed': 3,
                              'tiers': [{'speed': 3, 'samples': 4, 'timeout_s': timeout_s, 'min_answers': 3}]}}}
-    if profile: cfg['profile'] = profile
+    if competition: cfg['competition'] = competition
     p = tmp_path / 'aimo2_config.yaml'
     p.write_text(yaml.safe_dump(cfg))
     return p
@@ -143,7 +143,7 @@ def test_reference_run_scripted(tmp_path):
     p, secs = run_notebook(ROOT / 'submission' / NOTEBOOK_FILE, tmp_path, cfg, REFERENCE)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     sub = check_submission(tmp_path, REFERENCE)
-    assert 'profile aimo2, engine scripted' in p.stdout and '[10/10]' in p.stdout
+    assert 'competition aimo2, engine scripted' in p.stdout and '[10/10]' in p.stdout
     ends = [json.loads(l) for l in (tmp_path / 'trace.jsonl').read_text().splitlines() if '"question_end"' in l]
     assert [e['qid'] for e in ends] == sub['id'].to_list()
     assert sub['answer'].to_list() == [e['answer'] for e in ends]
@@ -185,8 +185,8 @@ def test_per_call_deadline_with_a_hung_engine(tmp_path):
     "A later call returns before the per-call deadline even when the question's own limit is longer."
     csv = tmp_path / 'q.csv'
     pl.DataFrame({'id': [11, 12, 13, 14], 'problem': ['a', 'b', 'c', 'd']}).write_csv(csv)
-    prof = {**{k: v for k, v in vars(PROFILES['aimo2']).items()}, 'call_deadline_s': 3.0}
-    cfg = scripted_config(tmp_path, {'kind': 'scripted', 'fault': 'block'}, timeout_s=6.0, profile=prof, call_margin_s=1.0)
+    prof = {**{k: v for k, v in vars(COMPETITIONS['aimo2']).items()}, 'call_deadline_s': 3.0}
+    cfg = scripted_config(tmp_path, {'kind': 'scripted', 'fault': 'block'}, timeout_s=6.0, competition=prof, call_margin_s=1.0)
     p, _ = run_notebook(ROOT / 'submission' / NOTEBOOK_FILE, tmp_path, cfg, csv, KAGGLE_EVALUATION_STUB_DEADLINE_S='3')
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     sub = check_submission(tmp_path, csv)
@@ -199,14 +199,14 @@ def test_per_call_deadline_with_a_hung_engine(tmp_path):
 
 def test_aimo3_build_int_ids_and_wide_answers(tmp_path):
     out = tmp_path / 'sub3'
-    assert cli_build(['--root', str(ROOT), '--out', str(out), '--profile', 'aimo3']) == 0
+    assert cli_build(['--root', str(ROOT), '--out', str(out), '--competition', 'aimo3']) == 0
     csv = tmp_path / 'test.csv'
     qs = [f'problem {i}' for i in range(5)]
     pl.DataFrame({'id': [101, 102, 103, 104, 105], 'problem': qs}).write_csv(csv)
     cfg = scripted_config(tmp_path, {'kind': 'scripted', 'modulus': 100000})
     p, _ = run_notebook(out / NOTEBOOK_FILE, tmp_path, cfg, csv)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert 'profile aimo3' in p.stdout and 'answers mod 100000' in p.stdout
+    assert 'competition aimo3' in p.stdout and 'answers mod 100000' in p.stdout
     sub = check_submission(tmp_path, csv, modulus=100000)
     assert max(sub['answer'].to_list()) >= 1000
 

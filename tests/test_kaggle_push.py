@@ -61,7 +61,7 @@ def test_push_sends_the_built_notebook(built, tmp_path, capsys):
 
 def test_push_aimo3_profile(tmp_path, capsys):
     out = tmp_path / 'sub3'
-    assert cli_build(['--root', str(ROOT), '--out', str(out), '--profile', 'aimo3']) == 0
+    assert cli_build(['--root', str(ROOT), '--out', str(out), '--competition', 'aimo3']) == 0
     with KaggleStub() as stub, environ(stub.env(str(tmp_path / 'home'))):
         assert cli_push(['-p', str(out)]) == 0
     body = stub.body('SaveKernel')
