@@ -45,7 +45,9 @@ def lay_out_inputs(root: Path, model: Path) -> None:
     for w in sorted((ROOT / '.whl').glob('*.whl')):
         if w.name.split('-')[0].lower() in ('pytest', 'pluggy', 'iniconfig', 'pygments'): continue
         shutil.copy(w, wd / w.name); names.append(w.name)
-    (wd / 'aimo2-wheels.txt').write_text(''.join(f'{n}\n' for n in names))
+    sys.path.insert(0, str(ROOT))
+    from aimo2_nb.kaggle_push import wheel_list  # the list `aimo2 wheels` writes: name==version lines
+    (wd / 'aimo2-wheels.txt').write_text(wheel_list(wd, []))
     md = root / 'models' / MODEL_HANDLE
     md.parent.mkdir(parents=True, exist_ok=True)
     if not md.exists(): md.symlink_to(model)
