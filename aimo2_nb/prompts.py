@@ -5,12 +5,11 @@
 # %% ../nbs/05_prompts.ipynb #2d7820d9
 from __future__ import annotations
 import hashlib, random
-from dataclasses import dataclass
-from .config import PromptConfig, PromptSpec, RunConfig, SamplingConfig
-from .engines.base import SampleRequest
+from dataclasses import dataclass, field
+from .config import PromptConfig, PromptKind, PromptSpec, RunConfig, SamplingConfig
 
 # %% auto #0
-__all__ = ['prompt_order', 'take_samples', 'messages', 'sample_seed', 'build_requests']
+__all__ = ['prompt_order', 'take_samples', 'SampleRequest', 'messages', 'sample_seed', 'build_requests']
 
 # %% ../nbs/05_prompts.ipynb #20e8c10f
 def prompt_order(cfg: PromptConfig, seed: int = 0) -> list[int]:
@@ -28,6 +27,16 @@ def take_samples(order: list[int], n: int) -> list[int]:
     "The first `n` entries of `order`, repeating it if `n` is larger."
     if not order: raise ValueError("prompts.list: every count is 0, no sample can be made")
     return [order[i % len(order)] for i in range(n)]
+
+# %% ../nbs/05_prompts.ipynb #05ed5f6e
+@dataclass(frozen=True)
+class SampleRequest:
+    "One sample to generate."
+    index: int  # position in the question's sample list
+    messages: list  # chat messages: [{'role': 'system'|'user', 'content': str}, ...]
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    seed: int = 0  # this sample's own random seed
+    kind: PromptKind = 'cot'  # the prompt kind, informational for engines
 
 # %% ../nbs/05_prompts.ipynb #dbe5d90d
 def messages(spec: PromptSpec, question: str) -> list[dict]:

@@ -9,22 +9,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Literal, Protocol, Sequence, runtime_checkable
 from ..core import Clock, RealClock, ConfigError, check, check_choice
 from ..config import SamplingConfig
+from ..prompts import SampleRequest
 
 # %% auto #0
-__all__ = ['FinishReason', 'ENGINE_KINDS', 'SampleRequest', 'Chunk', 'Engine', 'ThreadedStream', 'SampleQueue', 'cpu_cores',
-           'SequentialEngine', 'engine_class', 'load_engine']
+__all__ = ['FinishReason', 'ENGINE_KINDS', 'Chunk', 'Engine', 'ThreadedStream', 'SampleQueue', 'cpu_cores', 'SequentialEngine',
+           'engine_class', 'load_engine']
 
 # %% ../../nbs/08_engine_base.ipynb #f9322526
 FinishReason = Literal['stop', 'length', 'abort', 'error']
-
-@dataclass(frozen=True)
-class SampleRequest:
-    "One sample to generate."
-    index: int  # position in the question's sample list
-    messages: list  # chat messages: [{'role': 'system'|'user', 'content': str}, ...]
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    seed: int = 0  # this sample's own random seed
-    kind: str = 'cot'  # the prompt kind ('cot' | 'code'), informational for engines
 
 @dataclass(frozen=True)
 class Chunk:
