@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse, dataclasses, json, shutil, sys, tempfile
 from pathlib import Path
 from .core import ConfigError
-from .config import load_config
 from .engines.base import load_engine
 from .eval import EvalError, evaluate, finish_run, read_questions, report_table
 from .eval_ray import EvalPlan, evaluate_units, load_eval_config

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #5404b13e
 from __future__ import annotations
-import dataclasses, math, threading, time
+import math, threading, time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 

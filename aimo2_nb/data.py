@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_data.ipynb #7961771d
 from __future__ import annotations
-import argparse, csv, gzip, hashlib, io, json, math, os, random, re, sys, time, unicodedata
+import csv, gzip, hashlib, json, math, os, re, time, unicodedata
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal, Protocol, Sequence

@@ -4,11 +4,11 @@
 
 # %% ../nbs/13_eval.ipynb #8d2007cb
 from __future__ import annotations
-import argparse, copy, csv, json, os, sys, time
+import copy, csv, json, os, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
-from .core import ConfigError, RealClock
+from .core import RealClock
 from .config import BudgetConfig, RunConfig, StopConfig, config_hash, from_dict, load_config, save_config
 from .answers import find_boxed
 from .vote import SampleAnswer, vote

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 from .core import Clock, ConfigError, RealClock, check, check_choice, check_range, patch
-from .config import RunConfig, Tier, from_dict, to_dict
+from .config import RunConfig, from_dict, to_dict
 from .policies import plan_question
 from .engines.base import ENGINE_KINDS, SampleRequest, engine_class, load_engine
 from .trace import EngineLoad, TraceWriter

@@ -4,12 +4,11 @@
 
 # %% ../nbs/16a_kaggle_build.ipynb #8e8e022f
 from __future__ import annotations
-import argparse, ast, json, re, sys
+import ast, json, re
 from pathlib import Path
-from .core import ConfigError
-from .config import RunConfig, Tier, SpeedConfig
-from .kaggle import (COMPETITIONS, Competition, KernelSpec, ServeConfig, SubmissionConfig, apply_competition,
-                             default_run, load_submission, submission_yaml)
+from .config import Tier, SpeedConfig
+from .kaggle import (COMPETITIONS, Competition, ServeConfig, SubmissionConfig, apply_competition, default_run,
+                             load_submission, submission_yaml)
 
 # %% auto #0
 __all__ = ['PACKAGE', 'SERVE_ROOTS', 'NEVER_EMBED', 'LOADER_CELL', 'NOTEBOOK_FILE', 'BANNER', 'SERVE_CELLS', 'BUILD_CONFIG',

@@ -4,10 +4,10 @@
 
 # %% ../nbs/16b_kaggle_push.ipynb #fd0775a9
 from __future__ import annotations
-import argparse, json, os, re, shutil, subprocess, sys
-from dataclasses import dataclass, field
+import json, re, shutil, subprocess, sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 # %% auto #0
 __all__ = ['ERROR_MARKERS', 'LMDEPLOY', 'WHEELS_EXTRA', 'WHEELS_PYTHON', 'WHEELS_PLATFORMS', 'WHEELS_LIST', 'kaggle_cli',

@@ -182,7 +182,7 @@ def plan_question(time_left: float, questions_left: int, cfg: RunConfig) -> Ques
 # %% ../nbs/06_policies.ipynb #629b5c63
 def run_limits(cfg: RunConfig, used: Sequence[float]) -> list[float]:
     "Each question's limit over a run where question k uses `used[k]` of its limit (0..1)."
-    spent, out, n = 0.0, [], len(used)
+    spent, out = 0.0, []
     for k, u in enumerate(used):
         p = plan_question(cfg.budget.total_s - spent, max(1, cfg.budget.n_questions - k), cfg)
         out.append(0.0 if p.fallback_only else p.limit_s)

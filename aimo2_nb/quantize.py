@@ -4,9 +4,10 @@
 
 # %% ../nbs/21_quantize.ipynb #140b8dfe
 from __future__ import annotations
-import argparse, contextlib, json, os, random, shutil, struct, sys, time
-from dataclasses import dataclass, asdict, field
+import contextlib, json, os, random, shutil, struct, time
+from dataclasses import dataclass, field
 from pathlib import Path
+import numpy as np
 from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 from .core import ConfigError, check, check_choice, check_range
 
@@ -229,25 +230,22 @@ def write_safetensors_header(p: Path, tensors: dict) -> None:
 # %% ../nbs/21_quantize.ipynb #a8e5368c
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
 
-def unpack_int4(q) -> 'np.ndarray':
+def unpack_int4(q) -> np.ndarray:
     "int32 [r, c] packed AWQ-style -> uint8 [r, 8c] in logical column order."
-    import numpy as np
     q = np.asarray(q).astype(np.uint32)
     nib = (q[..., None] >> (4 * np.arange(8, dtype=np.uint32))) & 0xF  # nibble k of each int32
     out = np.empty_like(nib)
     out[..., list(AWQ_ORDER)] = nib  # nibble k holds logical column AWQ_ORDER[k]
     return out.reshape(q.shape[0], -1).astype(np.uint8)
 
-def dequantize_gemm(qweight, qzeros, scales, group: int = 128) -> 'np.ndarray':
+def dequantize_gemm(qweight, qzeros, scales, group: int = 128) -> np.ndarray:
     "The float [out, in] weight of an AWQ GEMM layer."
-    import numpy as np
     w, z = unpack_int4(qweight).astype(np.float32), unpack_int4(qzeros).astype(np.float32)
     s = np.asarray(scales, np.float32)
     return ((w - np.repeat(z, group, 0)) * np.repeat(s, group, 0)).T
 
-def pack_int4(v) -> 'np.ndarray':
+def pack_int4(v) -> np.ndarray:
     "uint8 [r, 8c] (values 0..15) -> int32 [r, c] packed AWQ-style (the inverse of `unpack_int4`)."
-    import numpy as np
     v = np.asarray(v, np.uint32).reshape(len(v), -1, 8)[..., list(AWQ_ORDER)]
     return (v << (4 * np.arange(8, dtype=np.uint32))).sum(-1, dtype=np.uint32).view(np.int32)
 

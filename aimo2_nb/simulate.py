@@ -4,16 +4,16 @@
 
 # %% ../nbs/15_simulate.ipynb #d50cfbb4
 from __future__ import annotations
-import csv, dataclasses, json, math, random
+import csv, dataclasses, json, random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Sequence
 from .core import ConfigError, check, check_range, check_choice
-from .config import RunConfig, StopConfig, SpeedConfig, from_dict, to_dict
+from .config import RunConfig, StopConfig, from_dict, to_dict
 from .answers import AnswerParser, BoxedAnswer, CodeBlock, OutputFence
-from .policies import QuestionPlan, SampleView, StopDecision, plan_question, question_stop, question_view, sample_stop
+from .policies import QuestionPlan, SampleView, plan_question, question_stop, question_view, sample_stop
 from .prompts import prompt_order, sample_seed, take_samples
-from .vote import SampleAnswer, sample_vote, vote
+from .vote import SampleAnswer, vote
 from . import trace as T
 
 # %% auto #0

@@ -4,10 +4,10 @@
 
 # %% ../nbs/07_trace.ipynb #ba033a24
 from __future__ import annotations
-import dataclasses, io, json, os
+import json, os
 from dataclasses import KW_ONLY, dataclass, field, fields, asdict
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Iterator
+from typing import ClassVar, Iterable
 
 # %% auto #0
 __all__ = ['EVENTS', 'event', 'QuestionStart', 'Tick', 'Answer', 'CodeStart', 'CodeDone', 'SampleStop', 'SampleEnd',

@@ -6,12 +6,12 @@
 from __future__ import annotations
 import csv, itertools, json, os, sys, time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 from .core import ConfigError, check, check_range
 from .config import RunConfig, from_dict, profile, to_dict, PROFILES
-from .simulate import SimConfig, SimReport, load_input, make_draws, simulate
+from .simulate import SimConfig, load_input, make_draws, simulate
 
 # %% auto #0
 __all__ = ['METRICS', 'DataSpec', 'TuneGrid', 'set_path', 'apply_settings', 'grid_points', 'load_grid', 'progress', 'evaluate',

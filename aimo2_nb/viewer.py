@@ -6,7 +6,7 @@
 from __future__ import annotations
 import html, json
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 from . import trace as T
 
 # %% auto #0

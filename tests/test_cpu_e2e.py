@@ -1,7 +1,6 @@
 "End to end on CPU with a real model: the solver and `aimo2 solve` on the embedded 0.5B model (llama.cpp)."
 from __future__ import annotations
-import os, subprocess, sys
-from pathlib import Path
+import subprocess, sys
 import pytest
 
 llama_cpp = pytest.importorskip('llama_cpp', reason='needs the cpu extra: CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install -e ".[cpu]"')

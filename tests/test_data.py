@@ -6,8 +6,7 @@ import contextlib, csv, io, json, os, random, subprocess, sys, textwrap
 from pathlib import Path
 import numpy as np
 import pytest
-from aimo2_nb.data import (Columns, DataError, Deduper, HashEmbedder, MiniLM, Source, dedup, dpo_pairs, normalize,
-                           parse_source, read_chunks)
+from aimo2_nb.data import (Columns, DataError, Deduper, MiniLM, Source, dedup, dpo_pairs, parse_source)
 from aimo2_nb.cli_data import cli_dedup, cli_dpo_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +80,7 @@ def test_near_duplicates_are_found_across_chunks():
     rng = random.Random(0)
     words = [''.join(rng.choice('abcdefghij') for _ in range(6)) for _ in range(2000)]
     base = [' '.join(rng.choice(words) for _ in range(30)) + ' find 42.' for _ in range(300)]
-    d, n_near = Deduper(), 0
+    d = Deduper()
     for k in range(0, 300, 50): d.add_chunk([dict(problem=t, id=str(k + i)) for i, t in enumerate(base[k:k + 50])])
     variants = []
     for t in base[:100]:  # one word replaced: J about 0.9
@@ -199,7 +198,7 @@ def test_dpo_options(tmp_path):
     assert rc == 2 and '2 generations but 1 correctness flags' in e
 
 def test_token_lengths(tmp_path):
-    tokenizers = pytest.importorskip('tokenizers')
+    pytest.importorskip('tokenizers')
     from tokenizers import Tokenizer, models, pre_tokenizers
     tok = Tokenizer(models.WordLevel({'[UNK]': 0, 'we': 1, 'the': 2}, unk_token='[UNK]'))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()

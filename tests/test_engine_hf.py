@@ -25,7 +25,7 @@ from transformers.utils import logging as hf_logging
 
 from aimo2_nb.config import SamplingConfig, profile
 from aimo2_nb.core import ConfigError
-from aimo2_nb.engines.base import Chunk, Engine, SampleRequest
+from aimo2_nb.engines.base import Engine, SampleRequest
 from aimo2_nb.engines.hf import Detok, HFEngine, tiny_model
 
 hf_logging.set_verbosity_error()

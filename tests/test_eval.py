@@ -1,11 +1,10 @@
 "Evaluation: run folders, resume after a kill, metrics and plots from the recorded fixture, the CLI's errors."
 from __future__ import annotations
-import json, os, shutil, signal, subprocess, sys, textwrap, time
+import json, shutil, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 import pytest
 from aimo2_nb.config import RunConfig, PromptConfig, PromptSpec, SpeedConfig, Tier, save_config, load_config
-from aimo2_nb.core import VirtualClock
-from aimo2_nb.engines.replay import TimedEngine, ScriptedExecutor, Step, say
+from aimo2_nb.engines.replay import TimedEngine, ScriptedExecutor, say
 from aimo2_nb import eval as E
 from aimo2_nb.cli_runs import cli_eval, cli_report
 from aimo2_nb.trace import read_events

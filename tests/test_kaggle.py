@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 import yaml
 
-from aimo2_nb.kaggle import COMPETITIONS, hash_answer
+from aimo2_nb.kaggle import COMPETITIONS
 from aimo2_nb.kaggle_build import NOTEBOOK_FILE, build_files, generated_files, submission_for
 from aimo2_nb.cli_kaggle import cli_build
 

@@ -4,14 +4,14 @@ Model tests are skipped only when llama-cpp-python is not importable (CI install
 They take well under a minute on two cores.
 """
 from __future__ import annotations
-import importlib.util, os, sys, time
+import importlib.util, sys, time
 from pathlib import Path
 
 import pytest
 from engine_helpers import drain as _drain, text_of, end_of
 
 from aimo2_nb.config import SamplingConfig
-from aimo2_nb.engines.base import Chunk, SampleRequest
+from aimo2_nb.engines.base import SampleRequest
 from aimo2_nb.engines.llamacpp import (GGUF_MAGIC, MODELS, EmbeddedModel, LlamaCppEngine, ModelNotInstalled,
                                        cache_root, gguf_path, model_parts)
 

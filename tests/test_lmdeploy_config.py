@@ -9,7 +9,7 @@ import dataclasses, json, os, threading, time
 from pathlib import Path
 from types import SimpleNamespace
 import pytest
-from aimo2_nb.config import RunConfig, SamplingConfig, PromptConfig, PromptSpec, SpeedConfig, Tier
+from aimo2_nb.config import RunConfig, SamplingConfig, SpeedConfig, Tier
 from aimo2_nb.core import ConfigError
 from aimo2_nb.engines.base import Chunk, Engine, SampleRequest, load_engine
 from aimo2_nb.engines.lmdeploy import (LmdeployConfig, LmdeployEngine, FakePipeline, QuantPolicy, backend_config,

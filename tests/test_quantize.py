@@ -3,14 +3,12 @@ tokenizer, the output checks, the run-config switch for the int8 KV cache, and, 
 (see bench/GPU.md, "CPU CI"), lmdeploy's real quantizer run on a tiny random Qwen2 with offline calibration, its
 output dequantized and compared with the float model."""
 from __future__ import annotations
-import contextlib, io, json, os
+import contextlib, io, json
 from pathlib import Path
 import numpy as np
 import pytest
-from aimo2_nb.core import ConfigError
 from aimo2_nb.quantize import (QuantizeConfig, QuantizeError, awq_kwargs, awq_layout_errors, calib_batches, calib_texts,
-                               check_model_dir, dequantize_gemm, engine_settings, pack_int4, plan,
-                               safetensors_header, tokenizer_encoder, unpack_int4, write_safetensors_header)
+                               dequantize_gemm, engine_settings, pack_int4, tokenizer_encoder, unpack_int4, write_safetensors_header)
 from aimo2_nb.cli_data import cli_quantize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +22,7 @@ def run_cli(argv):
 
 def make_tokenizer(d: Path, vocab: int = 300) -> None:
     "A byte-level BPE trained on the fixture texts, saved as tokenizer.json (+ a transformers tokenizer_config)."
-    tokenizers = pytest.importorskip('tokenizers')
+    pytest.importorskip('tokenizers')
     from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -127,7 +125,7 @@ def test_pack_roundtrip_and_layout_check(tmp_path):
 # ---------------------------------------------------------------- lmdeploy's quantizer for real, on CPU
 def tiny_qwen2(d: Path):
     torch = pytest.importorskip('torch')
-    transformers = pytest.importorskip('transformers')
+    pytest.importorskip('transformers')
     from transformers import Qwen2Config, Qwen2ForCausalLM
     make_tokenizer(d)
     cfg = Qwen2Config(vocab_size=304, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 from aimo2_nb.config import (RunConfig, PromptConfig, PromptSpec, Tier, EarlyTimeout, SpeedConfig, StopConfig,
                              ConsistencyRule, load_config)
-from aimo2_nb.core import VirtualClock, RealClock
+from aimo2_nb.core import RealClock
 from aimo2_nb.engines.replay import TimedEngine, Step, say, ScriptedExecutor
 from aimo2_nb.solver import Solver, replay, decisions
 

@@ -1,11 +1,11 @@
 "The trace viewer: hostile text stays inert, the page mirrors the trace, run pages and the widget."
 from __future__ import annotations
-import dataclasses, json
+import dataclasses
 from html.parser import HTMLParser
 from pathlib import Path
 import pytest
 from aimo2_nb import trace as T
-from aimo2_nb.viewer import trace_html, run_html, export_html, lanes, TraceViewer, esc
+from aimo2_nb.viewer import trace_html, run_html, export_html, TraceViewer
 
 FIXTURE = Path(__file__).resolve().parent / 'fixtures' / 'eval_run'
 HOSTILE = '</pre></details><script>window.pwned=1</script><img src=x onerror="window.pwned=2"><a href="javascript:alert(1)">x</a>" onmouseover="y'

@@ -4,11 +4,10 @@
 
 # %% ../../nbs/08_engine_base.ipynb #aa0ecff9
 from __future__ import annotations
-import importlib, os, queue, threading, traceback
-from dataclasses import dataclass, field
+import importlib, os, queue, threading
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Literal, Protocol, Sequence, runtime_checkable
-from ..core import Clock, RealClock, ConfigError, check, check_choice
-from ..config import SamplingConfig
+from ..core import Clock, RealClock, check, check_choice
 from ..prompts import SampleRequest
 
 # %% auto #0

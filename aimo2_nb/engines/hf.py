@@ -4,10 +4,10 @@
 
 # %% ../../nbs/11a_engine_hf.ipynb #1a931ebb
 from __future__ import annotations
-import inspect, re, threading
+import inspect, re
 from pathlib import Path
-from typing import Any, Iterator, Sequence
-from ..core import Clock, RealClock, check, check_choice, check_range, patch
+from typing import Any, Iterator
+from ..core import Clock, check, check_choice, check_range, patch
 from ..config import SamplingConfig
 from .base import Chunk, SampleQueue, SampleRequest, SequentialEngine, cpu_cores
 

@@ -4,12 +4,12 @@
 
 # %% ../../nbs/11_engine_llamacpp.ipynb #f6e364ba
 from __future__ import annotations
-import importlib, importlib.util, os, shutil, tempfile, threading
+import importlib, importlib.util, os, shutil, tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
-from ..core import Clock, RealClock, check, check_choice, check_range, patch
-from .base import Chunk, SampleQueue, SampleRequest, SequentialEngine, ThreadedStream, cpu_cores
+from typing import Any, Iterator
+from ..core import Clock, check, check_choice, check_range, patch
+from .base import Chunk, SampleQueue, SampleRequest, SequentialEngine, cpu_cores
 
 # %% auto #0
 __all__ = ['MODELS', 'DEFAULT_MODEL', 'LLAMA_CPP_REQUIREMENT', 'GGUF_MAGIC', 'EmbeddedModel', 'ModelNotInstalled', 'model_parts',

@@ -5,7 +5,7 @@
 # %% ../../nbs/12_engine_lmdeploy.ipynb #fe98debf
 from __future__ import annotations
 import dataclasses, enum, logging, os, queue, threading, time, warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Callable, Iterator, Literal, Sequence, get_args
 from ..core import Clock, ConfigError, RealClock, check, check_choice, check_range, patch

@@ -5,9 +5,9 @@
 # %% ../../nbs/08a_engine_replay.ipynb #f406cec5
 from __future__ import annotations
 import heapq, itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
-from ..core import Clock, RealClock, VirtualClock, patch
+from ..core import Clock, VirtualClock, patch
 from .base import Chunk, SampleRequest
 
 # %% auto #0

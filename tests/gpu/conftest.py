@@ -1,5 +1,4 @@
 "GPU-only tests: marked `gpu`, skipped unless CUDA and lmdeploy are present (run: python -m pytest -q -m gpu tests/gpu)."
-import pytest
 
 def pytest_configure(config):
     config.addinivalue_line('markers', 'gpu: needs a CUDA GPU and lmdeploy (skipped otherwise)')
