@@ -6,7 +6,7 @@
 from __future__ import annotations
 import atexit, json, os, signal, socket, subprocess, sys, threading, time, queue, warnings
 from concurrent.futures import Future
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass
 from typing import Literal
 from .core import patch, check_range
 from .config import ExecConfig
