@@ -14,6 +14,7 @@ from .policies import plan_question
 from .engines.base import ENGINE_KINDS, SampleRequest, engine_class, load_engine
 from .trace import EngineLoad, TraceWriter
 from .engines.replay import Step, TimedEngine, say
+from .prompts import build_requests
 from .solver import Solver
 
 _log = logging.getLogger(__name__)
@@ -464,10 +465,14 @@ def build_engine(self: Server, ladder: list[tuple[dict, str]] | None = None) -> 
 
 @patch
 def _build(self: Server, settings: dict) -> Any:
-    "Build one engine and open its model (engines open it lazily otherwise, charging the first question)."
+    "Build one engine, open its model and warm it up (otherwise the first question pays for both)."
     eng = load_engine(settings, clock=self.clock)
     opener = getattr(eng, 'load', None) or getattr(eng, '_load', None)
     if callable(opener): opener()
+    warm = getattr(eng, 'warm_up', None)
+    if callable(warm):
+        n = max(t.samples for t in self.cfg.speed.tiers)
+        self.log(f"engine warm-up: {warm(build_requests('Warm-up: what is 1 + 1?', self.cfg, n))}")
     return eng
 
 # %% ../nbs/16_kaggle.ipynb #446a553a

@@ -507,3 +507,19 @@ def abort_stats(self: LmdeployEngine) -> dict:
         v = [r[k] for r in recs]
         return dict(mean=round(sum(v) / len(v), 4), max=max(v)) if v else dict(mean=None, max=None)
     return dict(n=len(recs), early=len(self.abort_log) - len(recs), tokens_after=agg('tokens_after'), seconds=agg('seconds'))
+
+# %% ../../nbs/12_engine_lmdeploy.ipynb #b18a0402
+@patch
+def warm_up(self: LmdeployEngine, requests: Sequence[SampleRequest], tokens: int = 32, timeout: float = 180.0) -> dict:
+    "Generate `tokens` tokens for each request once, so the first question does not pay for kernel compilation."
+    n_log, t0 = len(self.abort_log), time.monotonic()
+    reqs = [dataclasses.replace(r, sampling=dataclasses.replace(r.sampling, max_new_tokens=tokens)) for r in requests]
+    self.start(reqs)
+    ended, got = set(), 0
+    while len(ended) < len(reqs) and time.monotonic() - t0 < timeout:
+        for ch in self.poll(0.5):
+            got = max(got, ch.tokens)
+            if ch.finish is not None: ended.add(ch.index)
+    if len(ended) < len(reqs): self.abort_all()
+    del self.abort_log[n_log:]
+    return dict(samples=len(reqs), ended=len(ended), seconds=round(time.monotonic() - t0, 2))
