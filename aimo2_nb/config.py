@@ -11,11 +11,11 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 from .core import ConfigError, check, check_range, check_choice
 
 # %% auto #0
-__all__ = ['Isolation', 'PromptKind', 'SEED_COT', 'SEED_CODE', 'SEED_RULES', 'DEFAULT_STOP', 'DEFAULT_BUDGET', 'PROFILES',
-           'AnswerConfig', 'ExecConfig', 'VoteConfig', 'SamplingConfig', 'PromptSpec', 'PromptConfig',
-           'ConsistencyRule', 'StopConfig', 'EarlyTimeout', 'Tier', 'seed_tiers', 'BudgetConfig', 'SpeedConfig',
-           'from_dict', 'to_dict', 'TraceConfig', 'RunConfig', 'load_config', 'save_config', 'config_hash',
-           'cpu_profile', 'aimo3_prize_profile', 'default_profile', 'profile']
+__all__ = ['Isolation', 'PromptKind', 'SEED_COT', 'SEED_CODE', 'SEED_RULES', 'SampleStopReason', 'QuestionStopReason',
+           'DEFAULT_STOP', 'DEFAULT_BUDGET', 'PROFILES', 'AnswerConfig', 'ExecConfig', 'VoteConfig', 'SamplingConfig',
+           'PromptSpec', 'PromptConfig', 'ConsistencyRule', 'StopConfig', 'EarlyTimeout', 'Tier', 'seed_tiers',
+           'BudgetConfig', 'SpeedConfig', 'from_dict', 'to_dict', 'TraceConfig', 'RunConfig', 'load_config',
+           'save_config', 'config_hash', 'cpu_profile', 'aimo3_prize_profile', 'default_profile', 'profile']
 
 # %% ../nbs/01_config.ipynb #24115778
 @dataclass
@@ -138,6 +138,10 @@ class ConsistencyRule:
         check(self.agree <= self.among, 'stop.rules[].agree', f'<= among ({self.among})', self.agree)
 
 SEED_RULES = [ConsistencyRule(4, 4), ConsistencyRule(4, 5, recent=True), ConsistencyRule(5, 7), ConsistencyRule(6, 9)]
+
+SampleStopReason = Literal['code_answer', 'output_fence', 'cot_boxed', 'code_boxed_no_code', 'code_boxed_code_failed']
+QuestionStopReason = Literal['consistency', 'decided', 'posterior', 'sprt', 'min_answers', 'early_timeout', 'timeout',
+                             'all_finished', 'no_time', 'engine_error', 'solver_error']  # the last three: the solver's own
 
 @dataclass
 class StopConfig:

@@ -8,7 +8,8 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
-from .config import BudgetConfig, ConsistencyRule, RunConfig, SpeedConfig, StopConfig, Tier, VoteConfig
+from .config import (BudgetConfig, ConsistencyRule, PromptKind, QuestionStopReason, RunConfig, SampleStopReason,
+                             SpeedConfig, StopConfig, Tier, VoteConfig)
 from .vote import SampleAnswer, answer_weight, sample_vote, vote
 
 # %% auto #0
@@ -20,14 +21,14 @@ __all__ = ['SampleView', 'sample_stop', 'consistency_stop', 'QuestionView', 'que
 @dataclass(frozen=True)
 class SampleView:
     "What the sample-level stop rule sees of one sample."
-    kind: str = 'cot'  # 'cot' | 'code'
+    kind: PromptKind = 'cot'
     boxed: int | None = None  # its latest valid boxed answer
     code_answer: int | None = None  # its latest valid answer from a code run
     n_blocks: int = 0  # python blocks written so far
     n_pending: int = 0  # code runs not yet finished
     fence: bool = False  # an ```output fence followed one of its python blocks
 
-def sample_stop(s: SampleView, cfg: StopConfig) -> str | None:
+def sample_stop(s: SampleView, cfg: StopConfig) -> SampleStopReason | None:
     "The reason to stop this sample now, or None to let it run."
     if s.code_answer is not None and cfg.code_at_answer: return 'code_answer'
     if s.fence and cfg.output_fence == 'stop': return 'output_fence'
@@ -71,7 +72,7 @@ def question_view(elapsed: float, limit: float, answers: Sequence[SampleAnswer],
 @dataclass(frozen=True)
 class StopDecision:
     "Why the question stops."
-    reason: str  # consistency | decided | posterior | sprt | min_answers | early_timeout | timeout | all_finished
+    reason: QuestionStopReason
     detail: str = ''
 
 # %% ../nbs/06_policies.ipynb #d888bf2b

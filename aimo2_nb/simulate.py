@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Sequence
 from .core import ConfigError, check, check_range, check_choice
-from .config import RunConfig, StopConfig, from_dict, to_dict
+from .config import PromptKind, QuestionStopReason, RunConfig, StopConfig, from_dict, to_dict
 from .answers import AnswerParser, BoxedAnswer, CodeBlock, OutputFence
 from .policies import QuestionPlan, SampleView, plan_question, question_stop, question_view, sample_stop
 from .prompts import prompt_order, sample_seed, take_samples
@@ -37,7 +37,7 @@ class Mark:
 class RecSample:
     "One recorded sample: its prompt kind, how long it ran and what happened along it."
     index: int
-    kind: str  # 'cot' | 'code'
+    kind: PromptKind
     n_tokens: int  # tokens it generated in the recording
     marks: tuple = ()  # its `Mark`s in token order
     censored: bool = False  # the recording stopped it early: what it would have done after n_tokens is unknown
@@ -285,7 +285,7 @@ class QResult:
     qid: str
     answer: int
     gold: int | None
-    reason: str  # why it stopped (`question_stop`'s reasons, or 'no_time')
+    reason: QuestionStopReason  # why it stopped (`question_stop`'s reasons, or 'no_time')
     elapsed: float  # seconds, overhead included
     limit_s: float  # its planned limit
     tokens: int

@@ -8,7 +8,7 @@ import logging, time, traceback
 from dataclasses import dataclass, field, replace
 from typing import Any
 from .core import Clock, RealClock, patch
-from .config import PromptKind, RunConfig, config_hash, to_dict
+from .config import PromptKind, QuestionStopReason, RunConfig, SampleStopReason, config_hash, to_dict
 from .answers import AnswerParser, BoxedAnswer, CodeBlock, OutputFence, code_answer
 from .vote import SampleAnswer, VoteResult, sample_vote, vote
 from .policies import QuestionPlan, QuestionView, SampleView, StopDecision, plan_question, question_stop, question_view, sample_stop
@@ -37,7 +37,7 @@ class _SampleState:
     n_blocks: int = 0
     pending: dict = field(default_factory=dict)  # block -> future
     fence: bool = False
-    stop_reason: str | None = None
+    stop_reason: SampleStopReason | None = None
     stop_tokens: int | None = None
 
     def view(self) -> SampleView:
@@ -53,7 +53,7 @@ class SolveResult:
     "The answer of one question and the record of how it was reached."
     qid: str
     answer: int  # always an int in 0..modulus-1
-    reason: str  # why the question stopped (consistency, min_answers, timeout, ..., or the failure that forced a fallback)
+    reason: QuestionStopReason  # why the question stopped, or the failure that forced a fallback
     elapsed: float  # seconds on the solver's clock
     trace: list  # the question's trace events
     vote: VoteResult | None = None
@@ -284,7 +284,7 @@ def start_event(self: _QuestionRun, requests: list) -> None:
                               kinds=[r.kind for r in requests], seeds=[r.seed for r in requests], config=self.s.cfg_dict))
 
 @patch
-def finish(self: _QuestionRun, reason: str, detail: str = '') -> SolveResult:
+def finish(self: _QuestionRun, reason: QuestionStopReason, detail: str = '') -> SolveResult:
     "Vote over the samples' answers and close the question's record."
     v = vote([s.answer() for s in self.samples], self.cfg.vote)
     t = self.rel()

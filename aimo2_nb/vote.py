@@ -6,7 +6,7 @@
 from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
-from .config import VoteConfig
+from .config import PromptKind, VoteConfig
 
 # %% auto #0
 __all__ = ['SampleAnswer', 'sample_vote', 'answer_weight', 'VoteResult', 'vote']
@@ -19,7 +19,7 @@ class SampleAnswer:
     boxed: int | None = None  # normalised boxed answer
     code: int | None = None  # answer from the sample's code output (None: no code, or the run failed / printed nothing usable)
     order: float = 0.0  # arrival time (or order) of the sample's answer, for the 'earliest' tie-break
-    kind: str = 'cot'  # 'cot' | 'code' (informational)
+    kind: PromptKind = 'cot'  # informational
 
 def sample_vote(s: SampleAnswer, cfg: VoteConfig | None = None) -> int | None:
     "The one answer sample `s` votes for, or None."
