@@ -124,6 +124,8 @@ class EvalWorker:
     def __init__(self, engine: dict | Callable, cfg: RunConfig, questions: Sequence):
         self.cfg, self.questions = cfg, {q.id: q for q in questions}
         self.engine, self.executor, self.units = make_engine(engine), None, 0
+        load = getattr(self.engine, 'load', None)
+        if callable(load): load()  # the model loads now, not inside the first question's time limit
 
     def where(self) -> str:
         "Host and process of this worker."

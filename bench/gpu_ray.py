@@ -84,7 +84,7 @@ def baseline(args) -> None:
     from aimo2_nb import eval_ray as R
     csv, cfg, engine = setup(args)
     t0 = time.monotonic()
-    R.evaluate_units(csv, cfg, engine, Path(args.log_dir) / 'local', R.EvalPlan(repeats=args.local_units), progress=False, plots=False)
+    R.evaluate_units(csv, cfg, engine, Path(args.log_dir) / 'local', R.EvalPlan(repeats=args.local_units), limit=args.questions, progress=False, plots=False)
     write_json(dict(wall_s=round(time.monotonic() - t0, 1)), Path(args.log_dir) / 'local.json')
 
 def run_baseline(args, deadline: float) -> dict:
@@ -110,11 +110,12 @@ def run_ray(args, n_gpus: int) -> dict:
     csv, cfg, engine = setup(args)
     workers = n_gpus if not args.dry_run else 2
     t0 = time.monotonic()
-    ray.init(num_cpus=max(2, min(os.cpu_count() or 2, 4 * workers)), num_gpus=None if not args.dry_run else 0,
+    ray.init(num_cpus=max(2, min(os.cpu_count() or 2, 4 * workers)), num_gpus=0 if args.dry_run else n_gpus,
              include_dashboard=False, namespace='aimo2', log_to_driver=True)
     init_s = time.monotonic() - t0
     m = R.evaluate_units(csv, cfg, engine, Path(args.log_dir) / 'ray', R.EvalPlan(repeats=args.units_per_worker * workers),
-                         ray_address='auto', workers=workers, gpus_per_worker=0 if args.dry_run else 1, progress=True, plots=False)
+                         ray_address='auto', workers=workers, gpus_per_worker=0 if args.dry_run else 1, limit=args.questions,
+                         progress=False, plots=False)
     wall = time.monotonic() - t0
     ray.shutdown()
     return dict(workers=workers, ray_init_s=round(init_s, 1), wall_s=round(wall, 1), failed=m['units']['failed'],

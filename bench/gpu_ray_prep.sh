@@ -2,7 +2,7 @@
 # Before the device call of bench/gpu_ray.py, on the dev machine from the repo root (after bench/GPU.md's `.whl/` and
 # `.gpu/` steps): Ray 2.60.0 for the GPU image's Python 3.12, packed small into `.ray/` (gitignored via .git/info/exclude).
 set -euo pipefail
-grep -qx '/.ray/' .git/info/exclude 2>/dev/null || printf "/.ray/\n/.ray-dl/\n" >> "$(git rev-parse --git-common-dir)/info/exclude"
+X="$(git rev-parse --git-common-dir)/info/exclude"; grep -qx '/.ray/' "$X" 2>/dev/null || printf "/.ray/\n/.ray-dl/\n" >> "$X"
 P="--only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux1_x86_64"
 rm -rf .ray-dl .ray && mkdir -p .ray-dl
 pip download -q $P -d .ray-dl ray==2.60.0

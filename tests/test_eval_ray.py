@@ -221,14 +221,14 @@ def test_driver_killed_then_resumed(cluster, tmp_path):
     assert starts == ids and m['questions'] == 18
 
 # ---------------------------------------------------------------- readers of the merged folder
-def test_report_and_simulate_read_merged_folder(cluster, tmp_path):
+def test_report_and_simulate_read_merged_folder(cluster, tmp_path, capsys):
     csv = write_csv(tmp_path / 'q.csv', 4)
     run(csv, tmp_path / 'ray', scripted, R.EvalPlan(repeats=2), 'auto')
     from aimo2_nb.cli import main
     assert main(['report', str(tmp_path / 'ray')]) == 0
-    from aimo2_nb.simulate import load_input
-    trace = tmp_path / 'ray' / 'traces.jsonl'
-    assert len(load_input(trace)) == 8
+    assert '| 8/8 |' in capsys.readouterr().out
+    assert main(['simulate', str(tmp_path / 'ray' / 'traces.jsonl'), '--json']) == 0  # the folder itself once simulate reads traces.jsonl
+    assert json.loads(capsys.readouterr().out)['n_questions'] == 8
 
 # ---------------------------------------------------------------- the command line
 def test_cli_eval_ray(cluster, tmp_path, capsys):
