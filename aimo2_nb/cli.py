@@ -4,15 +4,16 @@
 
 # %% ../nbs/10_cli.ipynb #acfd497a
 from __future__ import annotations
-import argparse, csv, importlib, sys, time
+import argparse, csv, importlib, logging, sys, time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 from .core import ConfigError
 from .config import RunConfig, load_config, profile, to_dict, config_hash, PROFILES
 
 # %% auto #0
-__all__ = ['SUBCOMMANDS', 'main', 'add_config_args', 'config_from_args', 'cli_config', 'progress_printer', 'format_result',
-           'read_questions', 'cli_solve', 'solve_rows']
+__all__ = ['SUBCOMMANDS', 'main', 'reporting', 'add_config_args', 'config_from_args', 'cli_config', 'progress_printer',
+           'format_result', 'read_questions', 'cli_solve', 'solve_rows']
 
 # %% ../nbs/10_cli.ipynb #8decef3a
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
@@ -50,11 +51,36 @@ def main(argv: list[str] | None = None) -> int:
     try: f = getattr(importlib.import_module(mod), fn)
     except (ImportError, AttributeError) as e:
         print(f"aimo2 {cmd}: not available in this installation ({e})", file=sys.stderr); return 2
-    try: return int(f(rest) or 0)
+    try:
+        with reporting(): return int(f(rest) or 0)
     except ConfigError as e:
         print(f"aimo2 {cmd}: {e}", file=sys.stderr); return 2
     except KeyboardInterrupt:
         print(f"aimo2 {cmd}: interrupted", file=sys.stderr); return 130
+
+# %% ../nbs/10_cli.ipynb #aa583401
+class _Lines(logging.StreamHandler):
+    "Plain message lines on the stream `sys.stderr` is when a message comes (so redirections and captures see it)."
+    aimo2_lines = True  # found by this mark, not by class: `python -m aimo2_nb.cli` has a second copy of this module
+    def __init__(self): super().__init__(); self.setFormatter(logging.Formatter('%(message)s'))
+    @property
+    def stream(self): return sys.stderr
+    @stream.setter
+    def stream(self, _): pass
+
+@contextmanager
+def reporting(quiet: bool = False):
+    "Show the library's log messages (info and up; only warnings if `quiet`) on stderr inside the block."
+    lg = logging.getLogger('aimo2_nb')
+    ours = next((h for h in lg.handlers if getattr(h, 'aimo2_lines', False)), None)
+    added = ours is None
+    if added: ours = _Lines(); lg.addHandler(ours)
+    old = lg.level, lg.propagate
+    lg.setLevel(logging.WARNING if quiet else logging.INFO); lg.propagate = False
+    try: yield
+    finally:
+        lg.setLevel(old[0]); lg.propagate = old[1]
+        if added: lg.removeHandler(ours)
 
 # %% ../nbs/10_cli.ipynb #1ff0914e
 def add_config_args(p: argparse.ArgumentParser, default_profile: str = 'cpu') -> None:
@@ -190,7 +216,7 @@ def solve_rows(rows: list[dict], cfg: RunConfig, trace: Path, quiet: bool = Fals
         close = getattr(engine, 'close', None)
         if callable(close):
             try: close()
-            except Exception: pass
+            except Exception as e: print(f"aimo2 solve: closing the engine failed: {e}", file=sys.stderr)
     graded = sum(r['answer'] is not None for r in rows)
     if graded: print(f"\n{correct}/{graded} correct", flush=True)
     print(f"trace: {trace}  ({time.monotonic() - t0:.1f} s; see it with: aimo2 view {trace.parent})", flush=True)

@@ -5,8 +5,8 @@
 # %% ../nbs/10c_cli_data.ipynb #aadb3841
 from __future__ import annotations
 import argparse, json, sys
-from typing import Callable
 from .core import ConfigError
+from .cli import reporting
 from .data import Columns, DataError, dedup, dpo_pairs, parse_source
 from .quantize import QuantizeConfig, QuantizeError, engine_settings, plan, quantize
 
@@ -36,9 +36,9 @@ def cli_dedup(argv: list[str]) -> int:
     try:
         if a.chunk_rows < 1: raise DataError(f"--chunk-rows: expected an integer >= 1, got {a.chunk_rows}")
         base = Columns.parse(a.columns) if a.columns else None
-        st = dedup([parse_source(s, base) for s in a.inputs], a.out, a.report, a.threshold, a.num_perm,
-                   not a.ignore_numbers, a.only_correct, a.chunk_rows,
-                   progress=None if a.quiet else (lambda m: print(m, file=sys.stderr)))
+        with reporting(quiet=a.quiet):
+            st = dedup([parse_source(s, base) for s in a.inputs], a.out, a.report, a.threshold, a.num_perm,
+                       not a.ignore_numbers, a.only_correct, a.chunk_rows)
     except (DataError, OSError) as e: return _err('dedup', e)
     print(st.table())
     print(f"\n{sum(st.kept.values())} of {sum(st.read.values())} rows kept -> {a.out}; removed rows: "
@@ -77,7 +77,7 @@ def cli_dpo_pairs(argv: list[str]) -> int:
     return 0
 
 # %% ../nbs/10c_cli_data.ipynb #42fd5d1c
-def cli_quantize(argv: list[str], log: Callable[[str], None] | None = None) -> int:
+def cli_quantize(argv: list[str]) -> int:
     "`aimo2 quantize MODEL_DIR --out OUT_DIR`: AWQ W4 weights for TurboMind, calibrated on local text."
     ap = argparse.ArgumentParser(prog='aimo2 quantize', description='AWQ 4-bit (GEMM, group 128) quantization with '
                                  "lmdeploy's quantizer, calibrated offline on local text files.")
@@ -98,7 +98,6 @@ def cli_quantize(argv: list[str], log: Callable[[str], None] | None = None) -> i
     ap.add_argument('--dry-run', action='store_true', help='check inputs, build the calibration blocks, print the plan; no lmdeploy')
     try: a = ap.parse_args(argv)
     except SystemExit as e: return int(e.code or 0)
-    say = log or (lambda m: print(m, file=sys.stderr))
     try:
         cfg = QuantizeConfig(a.model, a.out, a.calib, a.calib_samples, a.calib_seqlen, a.calib_field,
                              w_group_size=a.w_group_size, search_scale=a.search_scale, batch_size=a.batch_size,
@@ -106,7 +105,7 @@ def cli_quantize(argv: list[str], log: Callable[[str], None] | None = None) -> i
         if a.dry_run:
             summary, _ = plan(cfg)
             print(json.dumps(summary, indent=1)); return 0
-        summary = quantize(cfg, say)
+        with reporting(): summary = quantize(cfg)
     except (ConfigError, QuantizeError, OSError) as e:
         print(f"aimo2 quantize: error: {e}", file=sys.stderr); return 2
     print(f"{a.out}: AWQ W4 g{a.w_group_size}, {summary['awq_bytes'] / 1e9:.2f} GB "

@@ -4,12 +4,14 @@
 
 # %% ../nbs/20_data.ipynb #7961771d
 from __future__ import annotations
-import csv, gzip, hashlib, json, math, os, re, time, unicodedata
+import csv, gzip, hashlib, json, logging, math, os, re, time, unicodedata
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal, Protocol, Sequence
 import numpy as np
 from .core import patch
+
+_log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['FIELDS', 'REQUIRED', 'SHINGLE', 'REPORT_COLUMNS', 'LengthUnit', 'RejectedKind', 'CRITERIA', 'DataError', 'Columns',
@@ -418,7 +420,7 @@ REPORT_COLUMNS = ['source', 'row', 'id', 'rule', 'similarity', 'kept_source', 'k
 
 def dedup(inputs: Sequence[Source | str | Path], out: str | Path, report: str | Path | None = None,
           threshold: float = 0.8, num_perm: int = 64, numbers_must_match: bool = True, only_correct: bool = False,
-          chunk_rows: int = 5000, columns: Columns | None = None, progress: Callable[[str], None] | None = None) -> DedupStats:
+          chunk_rows: int = 5000, columns: Columns | None = None) -> DedupStats:
     "Merge `inputs`, drop duplicate problems, write the kept rows to `out` and the removed ones to `report`."
     srcs = [s if isinstance(s, Source) else parse_source(str(s), columns) for s in inputs]
     if not srcs: raise DataError("dedup: no input files")
@@ -445,7 +447,7 @@ def dedup(inputs: Sequence[Source | str | Path], out: str | Path, report: str | 
                     ks, kid = (names[int(d.srcs[x.kept])], d.ids[x.kept]) if x.kept >= 0 else ('', '')
                     rep.writerow([s.name, r['row'], r['id'], x.rule, x.similarity if x.kept >= 0 else '', ks, kid])
                 st.read[s.name] += len(chunk); st.kept[s.name] += len(kept)
-                if progress: progress(f"{s.name}: {st.read[s.name]} rows read, {d.n_kept} kept in all")
+                _log.info(f"{s.name}: {st.read[s.name]} rows read, {d.n_kept} kept in all")
     st.seconds, st.state_bytes = round(time.monotonic() - t0, 3), d.state_nbytes()
     return st
 

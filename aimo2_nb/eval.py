@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_eval.ipynb #8d2007cb
 from __future__ import annotations
-import copy, csv, json, os, sys, time
+import copy, csv, json, logging, os, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -15,6 +15,8 @@ from .vote import SampleAnswer, vote
 from .policies import consistency_stop
 from .solver import Solver, SolveResult
 from . import trace as T
+
+_log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['EARLY_STOPS', 'REPORT_COLUMNS', 'KIND_COLORS', 'PLOTS', 'EvalError', 'Question', 'read_questions', 'append_jsonl',
@@ -172,7 +174,7 @@ def _own_executor(cfg: RunConfig, engine):
         from aimo2_nb.executor import Executor
         return Executor(cfg.executor)
     except Exception as e:  # the solver then answers from boxed answers; the trace says why code failed
-        print(f"eval: code executor unavailable ({type(e).__name__}: {e})", file=sys.stderr); return None
+        _log.warning(f"eval: code executor unavailable ({type(e).__name__}: {e})"); return None
 
 # %% ../nbs/13_eval.ipynb #3549e709
 def run_questions(csv: str | Path, config: RunConfig, engine, out_dir: str | Path, limit: int | None = None,

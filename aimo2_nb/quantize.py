@@ -4,12 +4,14 @@
 
 # %% ../nbs/21_quantize.ipynb #140b8dfe
 from __future__ import annotations
-import contextlib, json, os, random, shutil, struct, time
+import contextlib, json, logging, os, random, shutil, struct, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 from .core import ConfigError, check, check_choice, check_range
+
+_log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['AWQ_ARCHS', 'AWQ_ORDER', 'QuantizeConfig', 'awq_kwargs', 'QuantizeError', 'calib_texts', 'calib_batches',
@@ -269,17 +271,17 @@ def plan(cfg: QuantizeConfig) -> tuple[dict, list[list[int]]]:
                    model_bytes=folder_bytes(cfg.model), lmdeploy_args=awq_kwargs(cfg))
     return summary, blocks
 
-def quantize(cfg: QuantizeConfig, log: Callable[[str], None] = print) -> dict:
+def quantize(cfg: QuantizeConfig) -> dict:
     "AWQ-quantize `cfg.model` into `cfg.out` with offline calibration; the run's manifest."
     summary, blocks = plan(cfg)
-    if not cfg.turbomind_ok: log(f"warning: w_bits={cfg.w_bits} group={cfg.w_group_size} sym={cfg.w_sym}: TurboMind will not load this (PyTorch engine only)")
+    if not cfg.turbomind_ok: _log.warning(f"w_bits={cfg.w_bits} group={cfg.w_group_size} sym={cfg.w_sym}: TurboMind will not load this (PyTorch engine only)")
     os.environ['HF_HUB_OFFLINE'] = '1'
     out = Path(cfg.out)
     if out.exists() and cfg.overwrite: shutil.rmtree(out)
     try: from lmdeploy.lite.apis.auto_awq import auto_awq
     except ImportError as e: raise QuantizeError(f"quantizing needs lmdeploy and torch (the gpu extra): {e}") from None
     t0 = time.monotonic()
-    log(f"quantizing {cfg.model} -> {cfg.out}: {len(blocks)} calibration blocks x {cfg.calib_seqlen} tokens")
+    _log.info(f"quantizing {cfg.model} -> {cfg.out}: {len(blocks)} calibration blocks x {cfg.calib_seqlen} tokens")
     with offline_calib(blocks):
         auto_awq(**awq_kwargs(cfg))
     for f in ('inputs_stats.pth', 'outputs_stats.pth'): (out / f).unlink(missing_ok=True)

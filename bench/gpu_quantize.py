@@ -157,7 +157,7 @@ def main(argv=None) -> int:
         if rc != 0: log('model failed, see', logp); return 1
         # 2. quantize with our command (offline calibration from the fixtures)
         log('stage 2: aimo2 quantize ->', out)
-        cmd = [sys.executable, '-c', 'import sys; from aimo2_nb.cli_data import cli_quantize; sys.exit(cli_quantize(sys.argv[1:]))',
+        cmd = [sys.executable, '-c', 'import sys; from aimo2_nb.cli import main; sys.exit(main(["quantize", *sys.argv[1:]]))',
                src, '--out', out, '--overwrite', '--calib-samples', a.calib_samples, '--calib-seqlen', a.calib_seqlen,
                *sum((['--calib', c] for c in CALIB), []), '--device', 'cpu' if a.dry_run else 'cuda']
         rc, dt = run(cmd, min(240, left(0 if a.dry_run else 110)), logf)

@@ -17,7 +17,7 @@ CALIB = [str(FIX / 'calib.jsonl'), str(FIX / 'sft_limo.jsonl'), str(FIX / 'gener
 
 def run_cli(argv):
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): rc = cli_quantize(argv, log=lambda m: None)
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): rc = cli_quantize(argv)
     return rc, out.getvalue(), err.getvalue()
 
 def make_tokenizer(d: Path, vocab: int = 300) -> None:
