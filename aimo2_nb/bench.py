@@ -244,7 +244,7 @@ def _device() -> dict:
     "What the numbers were measured on."
     model = ''
     try: model = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), '')
-    except OSError: pass
+    except OSError: pass  # no /proc/cpuinfo (not Linux): the model stays unknown
     return {'device': model or platform.processor() or platform.machine(), 'cpus': os.cpu_count(),
             'python': platform.python_version(), 'platform': platform.platform(),
             'load_avg': [round(x, 2) for x in os.getloadavg()] if hasattr(os, 'getloadavg') else None,

@@ -4,7 +4,7 @@
 
 # %% ../nbs/13a_eval_ray.ipynb #3713dd2a
 from __future__ import annotations
-import json, os, random, socket, sys, time
+import json, logging, os, random, socket, sys, time
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -14,6 +14,8 @@ from .config import RunConfig, config_hash, from_dict, save_config
 from .solver import Solver
 from . import eval as E
 from . import trace as T
+
+_log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['ORDERS', 'EvalPlan', 'load_eval_config', 'Unit', 'question_order', 'make_units', 'unit_ids', 'unit_solver',
@@ -148,7 +150,7 @@ class EvalWorker:
             close = getattr(x, 'close', None)
             if callable(close):
                 try: close()
-                except Exception: pass
+                except Exception as e: _log.warning(f"eval_ray worker: closing {type(x).__name__} failed: {e}")
 
 # %% ../nbs/13a_eval_ray.ipynb #aaad80e1
 class _Done:
@@ -415,11 +417,11 @@ class RayPool:
     def replace(self, slot: int) -> None:
         "A new worker in place of the dead one in `slot`."
         try: self.ray.kill(self.actors[slot], no_restart=True)
-        except Exception: pass
+        except Exception: pass  # it may be gone already: that is why it is replaced
         self.actors[slot] = self._new(slot)
 
     def close(self) -> None:
         "Stop every worker (their engines go with their processes)."
         for a in self.actors:
             try: self.ray.kill(a, no_restart=True)
-            except Exception: pass
+            except Exception: pass  # stopping: a worker that is already gone is what we want
