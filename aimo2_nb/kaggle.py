@@ -450,7 +450,9 @@ def build_engine(self: Server, ladder: list[tuple[dict, str]] | None = None) -> 
                 self.load_error = err
                 self._record_load(n, s, why, False, time.monotonic() - t0, error=err + (f" (killed workers {killed})" if killed else ''))
                 continue
-            self._record_load(n, s, why, True, time.monotonic() - t0, backend=str(getattr(eng, 'backend', '') or ''), name=type(eng).__name__)
+            decided = getattr(eng, 'backend_why', '')  # lmdeploy: why this backend (e.g. TurboMind unavailable here)
+            self._record_load(n, s, why + (f'; {decided}' if decided else ''), True, time.monotonic() - t0,
+                              backend=str(getattr(eng, 'backend', '') or ''), name=type(eng).__name__)
             if threading.current_thread() is threading.main_thread() and hasattr(signal, 'SIGUSR1'):
                 signal.signal(signal.SIGUSR1, self._on_engine_lost)
             if serve.prewarm_executor: self.executor.warm()
