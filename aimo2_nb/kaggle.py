@@ -4,27 +4,26 @@
 
 # %% ../nbs/16_kaggle.ipynb #e10be351
 from __future__ import annotations
-import gc, hashlib, importlib, importlib.util, logging, multiprocessing, os, re, signal, subprocess, sys, threading, time
+import gc, importlib, importlib.util, logging, multiprocessing, os, re, signal, subprocess, sys, threading, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 from .core import Clock, ConfigError, RealClock, check, check_choice, check_range, patch
 from .config import RunConfig, from_dict, to_dict
 from .policies import plan_question
-from .engines.base import ENGINE_KINDS, SampleRequest, engine_class, load_engine
+from .engines.base import engine_class, load_engine
 from .trace import EngineLoad, TraceWriter
-from .engines.replay import Step, TimedEngine, say
 from .prompts import build_requests
 from .solver import Solver
 
 _log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['COMPETITIONS', 'KAGGLE_GPU_IMAGE', 'SECTIONS', 'REPLACED', 'InputKind', 'FAULTS', 'Competition', 'apply_competition',
+__all__ = ['COMPETITIONS', 'KAGGLE_GPU_IMAGE', 'SECTIONS', 'REPLACED', 'InputKind', 'Competition', 'apply_competition',
            'ServeConfig', 'KernelSpec', 'default_run', 'SubmissionConfig', 'submission_from_data', 'submission_yaml',
-           'load_submission', 'input_root', 'find_input', 'install_wheels', 'hash_answer', 'ScriptedEngine',
-           'clean_answer', 'first_value', 'answer_frame', 'Server', 'engine_settings', 'load_ladder', 'LoadTimeout',
-           'time_limit', 'find_kaggle_evaluation', 'local_csv', 'run_gateway', 'serving_config']
+           'load_submission', 'input_root', 'find_input', 'install_wheels', 'clean_answer', 'first_value',
+           'answer_frame', 'Server', 'engine_settings', 'load_ladder', 'LoadTimeout', 'time_limit',
+           'find_kaggle_evaluation', 'local_csv', 'run_gateway', 'serving_config']
 
 # %% ../nbs/16_kaggle.ipynb #84a76e95
 @dataclass
@@ -230,52 +229,6 @@ def install_wheels(serve: ServeConfig, root: str | Path | None = None, run: Call
         raise RuntimeError(f"offline install failed ({res.returncode}): {' '.join(cmd)}\n{(res.stderr or '')[-2000:]}")
     importlib.invalidate_caches()
     return f"installed from {d}"
-
-# %% ../nbs/16_kaggle.ipynb #f3a2596c
-FAULTS = ('none', 'load', 'load_hang', 'start', 'poll', 'stall', 'block', 'empty', 'die')
-
-def hash_answer(text: str, modulus: int = 1000) -> int:
-    "A deterministic 'answer' for `text`."
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], 'little') % modulus
-
-class ScriptedEngine(TimedEngine):
-    "A model-free engine from settings: samples box a hashed or fixed answer, or fail as told."
-    def __init__(self, answer: int | str = 'hash', modulus: int = 1000, delay_s: float = 0.05, tok_s: float = 2000.0,
-                 fault: str = 'none', clock: Clock | None = None):
-        check(answer == 'hash' or (isinstance(answer, int) and answer >= 0), 'engine.answer', "'hash' or an int >= 0", answer)
-        check_choice(fault, 'engine.fault', FAULTS)
-        self.answer, self.modulus, self.delay_s, self.tok_s, self.fault = answer, modulus, delay_s, tok_s, fault
-        super().__init__(self._steps, clock=clock or RealClock(), fail_start='scripted start failure' if fault == 'start' else None,
-                         fail_poll_after=0 if fault == 'poll' else None)
-
-    def _steps(self, r: SampleRequest) -> list[Step]:
-        "The script of one sample."
-        if self.fault == 'stall': return [Step(1e9, 'never')]
-        if self.fault == 'empty': return [Step(self.delay_s, '', 0, 'stop')]
-        q = r.messages[-1]['content'] if r.messages else ''
-        v = hash_answer(q, self.modulus) if self.answer == 'hash' else self.answer
-        return [Step(self.delay_s, '')] + say(f"Thinking briefly. The answer is \\boxed{{{v}}}.", self.tok_s, 16)
-
-    def start(self, requests):
-        self.questions = getattr(self, 'questions', 0) + 1
-        if self.fault == 'die' and self.questions >= 2: os.kill(os.getpid(), signal.SIGUSR1)
-        return TimedEngine.start(self, requests)
-
-    def poll(self, timeout: float):
-        if self.fault == 'block': threading.Event().wait()
-        return TimedEngine.poll(self, timeout)
-
-def _scripted_from_settings(cls, settings: dict | None = None, clock: Clock | None = None) -> ScriptedEngine:
-    "A `ScriptedEngine` from `RunConfig.engine` settings."
-    d = {k: v for k, v in (settings or {}).items() if k != 'kind'}
-    for k in d: check(k in ('answer', 'modulus', 'delay_s', 'tok_s', 'fault', 'main_thread'), f'engine.{k}', 'a known setting (answer, modulus, delay_s, tok_s, fault, main_thread)', k)
-    if d.pop('main_thread', False): signal.signal(signal.SIGUSR2, signal.getsignal(signal.SIGUSR2))  # raises outside the main thread
-    if d.get('fault') == 'load': raise RuntimeError('scripted engine: load failure')
-    if d.get('fault') == 'load_hang': threading.Event().wait()
-    return cls(clock=clock, **d)
-ScriptedEngine.from_settings = classmethod(_scripted_from_settings)  # `patch` has no classmethod form
-
-ENGINE_KINDS.setdefault('scripted', ('aimo2_nb.kaggle', 'ScriptedEngine'))
 
 # %% ../nbs/16_kaggle.ipynb #2bd509d7
 def clean_answer(value: Any, modulus: int, fallback: int = 0) -> int:

@@ -6,22 +6,30 @@
 from __future__ import annotations
 import ast, json, re
 from pathlib import Path
+from typing import Sequence
 from .config import Tier, SpeedConfig
+from .engines.base import engine_module
 from .kaggle import (COMPETITIONS, Competition, ServeConfig, SubmissionConfig, apply_competition, default_run,
                              load_submission, submission_yaml)
 
 # %% auto #0
-__all__ = ['PACKAGE', 'SERVE_ROOTS', 'NEVER_EMBED', 'LOADER_CELL', 'NOTEBOOK_FILE', 'BANNER', 'SERVE_CELLS', 'BUILD_CONFIG',
-           'module_files', 'embedded_modules', 'py_literal', 'notebook_text', 'package_version', 'build_notebook',
-           'kernel_metadata', 'submission_for', 'local_submission', 'build_files', 'project_submission',
-           'generated_files', 'write_files']
+__all__ = ['PACKAGE', 'SERVE_ROOTS', 'NEVER_EMBED', 'DRY_RUN_ENGINE', 'LOADER_CELL', 'NOTEBOOK_FILE', 'BANNER', 'SERVE_CELLS',
+           'BUILD_CONFIG', 'served_engines', 'module_files', 'embedded_modules', 'py_literal', 'notebook_text',
+           'package_version', 'build_notebook', 'kernel_metadata', 'submission_for', 'local_submission', 'build_files',
+           'project_submission', 'generated_files', 'write_files']
 
 # %% ../nbs/16a_kaggle_build.ipynb #22202dab
 PACKAGE = 'aimo2_nb'
-SERVE_ROOTS = ('aimo2_nb.kaggle',)  # plus every module under aimo2_nb/engines/
+SERVE_ROOTS = ('aimo2_nb.kaggle',)  # plus the modules of the engines served (`served_engines`)
 NEVER_EMBED = ('aimo2_nb._modidx', 'aimo2_nb.cli', 'aimo2_nb.cli_runs', 'aimo2_nb.cli_kaggle', 'aimo2_nb.cli_data',
                'aimo2_nb.devtools', 'aimo2_nb.eval', 'aimo2_nb.viewer', 'aimo2_nb.bench', 'aimo2_nb.simulate',
                'aimo2_nb.kaggle_build', 'aimo2_nb.kaggle_push')
+
+DRY_RUN_ENGINE = 'scripted'  # always embedded: the model-free engine of the notebook's own tests and fault drills
+
+def served_engines(sub: SubmissionConfig) -> tuple[str, ...]:
+    "The engine kinds a build of `sub` embeds: the configured one and the dry-run engine."
+    return tuple(sorted({sub.run.engine.get('kind', 'llamacpp'), DRY_RUN_ENGINE}))
 
 def module_files(root: Path) -> dict[str, Path]:
     "Module name -> file of every module in the package under `root`."
@@ -51,14 +59,14 @@ def _imports(src: str, name: str, is_pkg: bool, known: dict) -> set[str]:
             if n in known: out.add(n)
     return out
 
-def embedded_modules(root: Path) -> list[tuple[str, Path]]:
-    "The modules the submission embeds, each after the modules it imports."
+def embedded_modules(root: Path, engines: Sequence[str]) -> list[tuple[str, Path]]:
+    "The modules a submission serving engine kinds `engines` embeds, each after the modules it imports."
     known = {n: p for n, p in module_files(root).items() if n not in NEVER_EMBED}
     deps = {n: _imports(p.read_text(encoding='utf-8'), n, p.name == '__init__.py', known) for n, p in known.items()}
     for n in list(deps):  # a module's parent packages are imported before it
         parts = n.split('.')
         deps[n] |= {'.'.join(parts[:i]) for i in range(1, len(parts))} & set(known)
-    roots = [r for r in SERVE_ROOTS if r in known] + sorted(n for n in known if n.startswith(f'{PACKAGE}.engines.'))
+    roots = [r for r in SERVE_ROOTS if r in known] + sorted({engine_module(k) for k in engines} & set(known))
     order, seen = [], set()
     def visit(n):
         if n in seen: return
@@ -81,25 +89,45 @@ def py_literal(text: str) -> str:
 
 # %% ../nbs/16a_kaggle_build.ipynb #3c3b17ee
 LOADER_CELL = '''\
-import importlib.abc, importlib.machinery, linecache, sys
+import importlib.abc, importlib.machinery, linecache, os, sys
 
 AIMO2_SOURCES: dict = {}  # module name -> source, filled by the cells below
 AIMO2_PACKAGES = {PACKAGES}
+AIMO2_INSTALLED: dict = {}  # engine modules not embedded, taken from an installed aimo2_nb: name -> file
+
+def installed_file(name):
+    "The file of module `name` in an installed aimo2_nb (found by the other import finders), or None."
+    for f in sys.meta_path:
+        if type(f).__name__ == 'EmbeddedModules' or not hasattr(f, 'find_spec'): continue
+        try: spec = f.find_spec('aimo2_nb', None)
+        except Exception: continue
+        for d in (spec.submodule_search_locations or []) if spec else []:
+            p = os.path.join(d, *name.split('.')[1:]) + '.py'
+            if os.path.isfile(p): return p
+    return None
 
 class EmbeddedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    "Serves the embedded aimo2_nb modules; refuses any aimo2_nb module that is not embedded."
+    "Serves the embedded aimo2_nb modules, and engines not embedded from an installed aimo2_nb; refuses the rest."
     def find_spec(self, name, path=None, target=None):
         if name != 'aimo2_nb' and not name.startswith('aimo2_nb.'): return None
         if name not in AIMO2_SOURCES:
-            raise ImportError(f"{name} is not embedded in this notebook: rebuild it with `aimo2 build`")
-        return importlib.machinery.ModuleSpec(name, self, origin=f'<embedded {name}>', is_package=name in AIMO2_PACKAGES)
+            p = installed_file(name) if name.startswith('aimo2_nb.engines.') else None
+            if p is None: raise ImportError(f"{name} is not embedded in this notebook: rebuild it with `aimo2 build`")
+            AIMO2_INSTALLED[name] = p
+            print(f"{name} is not embedded: using the installed {p}")
+        origin = AIMO2_INSTALLED.get(name) or f'<embedded {name}>'
+        return importlib.machinery.ModuleSpec(name, self, origin=origin, is_package=name in AIMO2_PACKAGES)
     def create_module(self, spec): return None
     def exec_module(self, module):
-        name, src = module.__name__, AIMO2_SOURCES[module.__name__]
-        module.__file__ = fn = f'<embedded {name}>'
+        name = module.__name__
+        fn = AIMO2_INSTALLED.get(name) or f'<embedded {name}>'
+        src = self.get_source(name)
+        module.__file__ = fn
         linecache.cache[fn] = (len(src), None, src.splitlines(True), fn)
         exec(compile(src, fn, 'exec'), module.__dict__)
-    def get_source(self, name): return AIMO2_SOURCES[name]
+    def get_source(self, name):
+        if name in AIMO2_SOURCES: return AIMO2_SOURCES[name]
+        with open(AIMO2_INSTALLED[name], encoding='utf-8') as f: return f.read()
 
 for _name in [m for m in sys.modules if m == 'aimo2_nb' or m.startswith('aimo2_nb.')]: del sys.modules[_name]
 sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != 'EmbeddedModules']
@@ -136,10 +164,11 @@ BANNER = """\
 To change it, edit the notebooks in `nbs/` of the aimo2_nb repository, run `nbdev_export`, then `aimo2 build`
 and `aimo2 push`.
 
-It serves the competition's `kaggle_evaluation` protocol with `predict`. Every module it runs is embedded below;
-nothing is installed from the network (lmdeploy comes from the attached wheels dataset). Local runs:
-`AIMO2_CONFIG` (a config file overriding the embedded one), `AIMO2_KAGGLE_EVALUATION` (the folder
-holding `kaggle_evaluation/`), `AIMO2_LOCAL_CSV` (the CSV the local gateway serves)."""
+It serves the competition's `kaggle_evaluation` protocol with `predict`. Every module it runs is embedded below
+(engines: {engines}); nothing is installed from the network (lmdeploy comes from the attached wheels dataset).
+Local runs: `AIMO2_CONFIG` (a config file overriding the embedded one; another engine kind is imported from an installed
+aimo2_nb), `AIMO2_KAGGLE_EVALUATION` (the folder holding `kaggle_evaluation/`), `AIMO2_LOCAL_CSV` (the CSV the
+local gateway serves)."""
 
 SERVE_CELLS = [
     ('markdown', '## Serve'),
@@ -161,11 +190,12 @@ def predict(id_, problem, *rest):
 def build_notebook(root: Path, sub: SubmissionConfig) -> str:
     "The submission notebook's text for `sub`, embedding the package under `root`."
     from aimo2_nb.config import config_hash
-    mods = embedded_modules(root)
+    engines = served_engines(sub)
+    mods = embedded_modules(root, engines)
     pkgs = sorted(n for n, p in mods if p.name == '__init__.py')
     cfg_text = submission_yaml(sub)
     cells = [('markdown', BANNER.format(competition=sub.competition.name, slug=sub.competition.slug, version=package_version(root),
-                                         chash=config_hash(sub.run))),
+                                         chash=config_hash(sub.run), engines=', '.join(engines))),
              ('code', "import time\nNOTEBOOK_START = time.monotonic()  # the run's time budget counts from here"),
              ('markdown', '## Configuration\nThe complete configuration this notebook was built with '
                           '(`$AIMO2_CONFIG` may override it).'),

@@ -36,7 +36,9 @@ def write_json(obj: dict, *paths) -> None:
 
 def fake_engine(settings: dict, step_s: float):
     "Dry run: the lmdeploy adapter over lmdeploy's stand-in pipeline (no GPU)."
-    from aimo2_nb.engines.lmdeploy import LmdeployEngine, FakePipeline, settings_config
+    from aimo2_nb.engines.lmdeploy import LmdeployEngine, settings_config
+    sys.path.insert(0, str(ROOT / 'tests'))  # the stand-in pipeline is a test double, kept with the tests
+    from doubles.fake_lmdeploy import FakePipeline
     cfg = settings_config({k: v for k, v in settings.items() if k != 'kind'})
     return LmdeployEngine(cfg, pipeline_factory=lambda c: FakePipeline(max_batch_size=c.max_batch_size, step_s=step_s, prefill_s=0.05))
 

@@ -42,13 +42,15 @@ def write_json(obj: dict, *paths: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------ worker side
 def make_engine(args, name: str, model_dir: str | None):
-    from aimo2_nb.engines.lmdeploy import LmdeployConfig, LmdeployEngine, FakePipeline
+    from aimo2_nb.engines.lmdeploy import LmdeployConfig, LmdeployEngine
     weights, extra = CONFIGS[name]
     cfg = LmdeployConfig(model=model_dir or '', backend='pytorch', tp=args.tp, max_batch_size=args.batch,
                          cache_max_entry_count=args.cache, max_new_tokens=max(args.new_tokens, args.solver_tokens),
                          **extra)
     factory = None
     if args.dry_run:
+        sys.path.insert(0, str(ROOT / 'tests'))  # the stand-in pipeline is a test double, kept with the tests
+        from doubles.fake_lmdeploy import FakePipeline
         factory = lambda c: FakePipeline(max_batch_size=c.max_batch_size, step_s=args.fake_step_s, prefill_s=0.05)
     return LmdeployEngine(cfg, pipeline_factory=factory)
 
@@ -128,7 +130,7 @@ def run_aborts(eng, n: int, args) -> dict:
     single = [r for r in eng.abort_log[mark:] if r['index'] in singles]
     mark2 = len(eng.abort_log)
     eng.abort_all()
-    poll_until(eng, lambda: eng._run.stream.done.is_set() and not eng._run.stream.open, 15, got)
+    poll_until(eng, lambda: eng._call.stream.done.is_set() and not eng._call.stream.open, 15, got)
     allrecs = eng.abort_log[mark2:]
     agg = lambda xs: dict(n=len(xs), mean=round(sum(xs) / len(xs), 2) if xs else None, max=max(xs) if xs else None)
     out['single'] = dict(tokens_after=agg([r['tokens_after'] for r in single if not r['early']]),
@@ -144,12 +146,12 @@ def run_aborts(eng, n: int, args) -> dict:
     for i in queued: eng.abort(i)
     poll_until(eng, lambda: len({c.index for c in got if c.tokens >= 32}) >= n - 2, 30, got)
     eng.abort_all()
-    poll_until(eng, lambda: eng._run.stream.done.is_set() and not eng._run.stream.open, 30, got)
+    poll_until(eng, lambda: eng._call.stream.done.is_set() and not eng._call.stream.open, 30, got)
     time.sleep(0.5)
     recs = [r for r in eng.abort_log[mark3:] if r['index'] in queued]
     out['queued'] = dict(n=len(queued), reported_early=sum(1 for c in got if c.index in queued and c.finish == 'abort' and c.tokens == 0),
                          real_ends=[dict(finish=r['finish'], tokens=r['tokens'], seconds=r['seconds']) for r in recs],
-                         stream_ended=bool(eng._run.stream.done.is_set()), seconds=round(time.monotonic() - t0, 3))
+                         stream_ended=bool(eng._call.stream.done.is_set()), seconds=round(time.monotonic() - t0, 3))
     eng.cfg.ignore_eos = False
     out['abort_errors'] = eng.abort_errors[:5]
     return out

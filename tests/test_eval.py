@@ -190,7 +190,7 @@ class ScriptedKind:
 
 def test_cli_eval_runs_and_resumes(tmp_path, capsys, monkeypatch):
     from aimo2_nb.engines import base
-    monkeypatch.setitem(base.ENGINE_KINDS, 'scripted', (__name__, 'ScriptedKind'))
+    monkeypatch.setitem(base.ENGINE_KINDS, 'scripted', f'{__name__}:ScriptedKind')
     monkeypatch.setattr(E, '_own_executor', lambda cfg, engine: ScriptedExecutor(no_code, engine.clock))
     csv, cfgp, out = write_csv(tmp_path / 'q.csv', 4), tmp_path / 'c.yaml', tmp_path / 'run'
     save_config(config(), cfgp)

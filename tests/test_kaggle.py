@@ -95,11 +95,24 @@ assert aimo2_nb.__file__ == '<embedded aimo2_nb>' and aimo2_nb.solver.__file__ =
 try: import aimo2_nb.devtools
 except ImportError as e: print('refused:', e)
 else: raise SystemExit('an installed module was picked up')
+import aimo2_nb.engines.llamacpp as L
+assert 'aimo2_nb.engines.llamacpp' not in AIMO2_SOURCES and L.__file__.endswith('llamacpp.py'), L.__file__
+assert L.__spec__.loader.get_source(L.__name__) == open(L.__file__).read()
 '''
     (tmp_path / 'hook.py').write_text(script)
     p = subprocess.run([sys.executable, 'hook.py'], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert p.returncode == 0, p.stderr
     assert 'refused: aimo2_nb.devtools is not embedded' in p.stdout
+    assert 'aimo2_nb.engines.llamacpp is not embedded: using the installed' in p.stdout  # a local run's other engine
+
+
+def test_only_the_served_engines_are_embedded():
+    "The GPU submission embeds its engine (lmdeploy) and the dry-run engine (scripted, in engines.replay), nothing else."
+    nb = json.loads((ROOT / 'submission' / NOTEBOOK_FILE).read_text())
+    names = {''.join(c['source']).split("'")[1] for c in nb['cells'] if ''.join(c['source']).startswith('AIMO2_SOURCES[')}
+    assert {n for n in names if n.startswith('aimo2_nb.engines.')} == {'aimo2_nb.engines.base', 'aimo2_nb.engines.lmdeploy',
+                                                                     'aimo2_nb.engines.replay'}
+    assert 'aimo2_nb.executor' in names and not any('Fake' in ''.join(c['source']) for c in nb['cells'])
 
 
 # ---------------------------------------------------------------- end to end
@@ -308,9 +321,8 @@ def test_a_lost_engine_is_rebuilt(tmp_path):
 
 
 def _fake_pipeline_cls():
-    "The CPU stand-in for lmdeploy's pipeline, wherever the test doubles live."
-    try: from aimo2_nb.engines.lmdeploy import FakePipeline
-    except ImportError: from doubles.lmdeploy import FakePipeline  # noqa
+    "The CPU stand-in for lmdeploy's pipeline (a test double, tests/doubles/)."
+    from doubles.fake_lmdeploy import FakePipeline
     return FakePipeline
 
 

@@ -12,9 +12,10 @@ import pytest
 from aimo2_nb.config import RunConfig, SamplingConfig, SpeedConfig, Tier
 from aimo2_nb.core import ConfigError
 from aimo2_nb.engines.base import Chunk, Engine, SampleRequest, load_engine
-from aimo2_nb.engines.lmdeploy import (LmdeployConfig, LmdeployEngine, FakePipeline, QuantPolicy, backend_config,
+from aimo2_nb.engines.lmdeploy import (LmdeployConfig, LmdeployEngine, QuantPolicy, backend_config,
                                        backend_kwargs, chat_messages, generation_config, generation_kwargs,
-                                       running_backend, settings_config, _Run, TurbomindProbe)
+                                       running_backend, settings_config, _InferCall, TurbomindProbe)
+from doubles.fake_lmdeploy import FakePipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,7 +121,7 @@ def test_each_sample_gets_its_own_seed():
 
 def test_response_conversion_with_the_real_class():
     m = lmdeploy_messages()
-    run = _Run([SampleRequest(5, []), SampleRequest(6, [])], ['s5', 's6'])
+    run = _InferCall([SampleRequest(5, []), SampleRequest(6, [])], ['s5', 's6'])
     ch, again, rec = run.on_response(m.Response(text='Hi', generate_token_len=1, input_token_len=9, index=0), 0.0)
     assert ch == Chunk(5, 'Hi', 1) and not again and rec is None
     err = m.Response(text='', generate_token_len=0, input_token_len=9, finish_reason='error', index=1,
@@ -165,7 +166,7 @@ def drain(e, until=15.0):
     got, t0 = [], time.monotonic()
     while time.monotonic() - t0 < until:
         got += e.poll(0.05)
-        st = e._run.stream
+        st = e._call.stream
         if st.done.is_set() and not st.open: break
     return got
 
@@ -188,9 +189,9 @@ def test_sessions_seeds_and_messages_per_sample():
     assert {c.index: c.finish for c in got if c.finish} == {3: 'stop', 4: 'stop'}
     assert ''.join(c.text for c in got if c.index == 3) == 'abc'
     assert [c.tokens for c in got if c.index == 3] == [1, 2, 3]
-    assert len({id(s.session) for s in e._run.samples}) == 2
+    assert len({id(s.session) for s in e._call.samples}) == 2
     time.sleep(0.2)
-    assert sorted(pipes[0].closed_sessions) == [s.session.session_id for s in e._run.samples]  # sessions closed at the end
+    assert sorted(pipes[0].closed_sessions) == [s.session.session_id for s in e._call.samples]  # sessions closed at the end
     e.close()
 
 def test_abort_routes_to_that_sessions_only_and_off_the_callers_thread():
@@ -199,7 +200,7 @@ def test_abort_routes_to_that_sessions_only_and_off_the_callers_thread():
     got = []
     while not any(c.index == 1 for c in got): got += e.poll(0.05)
     calls = []
-    sess = e._run.samples[1].session
+    sess = e._call.samples[1].session
     orig = sess.abort
     def spy():
         calls.append(threading.current_thread().name); orig()
@@ -256,7 +257,7 @@ def test_new_question_aborts_the_previous_one():
     e, pipes = engine(step_s=0.003)
     e.start([req(0, 100_000, 'old')])
     while not e.poll(0.05): pass
-    old = e._run
+    old = e._call
     e.start([req(0, 10, 'new')])
     assert old.samples[0].abort_t is not None
     got = drain(e)

@@ -11,8 +11,8 @@ from ..core import Clock, RealClock, check, check_choice
 from ..prompts import SampleRequest
 
 # %% auto #0
-__all__ = ['FinishReason', 'ENGINE_KINDS', 'Chunk', 'Engine', 'ThreadedStream', 'SampleQueue', 'cpu_cores', 'SequentialEngine',
-           'engine_class', 'load_engine']
+__all__ = ['FinishReason', 'SampleState', 'ENGINE_KINDS', 'Chunk', 'Engine', 'ThreadedStream', 'SampleQueue', 'cpu_cores',
+           'SequentialEngine', 'engine_module', 'engine_class', 'load_engine']
 
 # %% ../../nbs/08_engine_base.ipynb #f9322526
 FinishReason = Literal['stop', 'length', 'abort', 'error']
@@ -83,11 +83,13 @@ class ThreadedStream:
         return out
 
 # %% ../../nbs/08_engine_base.ipynb #6294f7bd
+SampleState = Literal['queued', 'running', 'done']  # a sample's life in every engine: no output yet -> streaming -> finished
+
 class SampleQueue:
     "The samples of one `start` call and their states: 'queued' -> 'running' -> 'done'."
     def __init__(self, requests: Sequence[SampleRequest]):
         self.requests = list(requests)
-        self.state = {r.index: 'queued' for r in self.requests}
+        self.state: dict[int, SampleState] = {r.index: 'queued' for r in self.requests}
         check(len(self.state) == len(self.requests), 'requests', 'distinct sample indices', [r.index for r in self.requests])
         self.aborted: set[int] = set()
         self.lock = threading.RLock()  # reentrant: the engine holds it while it reports a queued sample's abort
@@ -132,22 +134,22 @@ class SequentialEngine:
     def __init__(self, clock: Clock | None = None):
         self.clock = clock or RealClock()
         self._exclusive = threading.Lock()  # one worker uses the model at a time
-        self._run: SampleQueue | None = None
+        self._queue: SampleQueue | None = None  # the samples of the current question
         self._stream: ThreadedStream | None = None
 
     def _load(self) -> Any: raise NotImplementedError
-    def _stream_one(self, run: SampleQueue, req: SampleRequest) -> Iterator[Chunk]: raise NotImplementedError
+    def _stream_one(self, sq: SampleQueue, req: SampleRequest) -> Iterator[Chunk]: raise NotImplementedError
     def _free(self) -> None: pass
 
-    def _samples(self, run: SampleQueue) -> Iterator[Chunk]:
-        "Every chunk of `run`, its samples streamed one after another."
+    def _samples(self, sq: SampleQueue) -> Iterator[Chunk]:
+        "Every chunk of `sq`, its samples streamed one after another."
         with self._exclusive:
             self._load()
-            for req in run.requests:
-                if not run.take(req.index): continue  # aborted while queued: its 'abort' chunk is already out
-                try: yield from self._stream_one(run, req)
+            for req in sq.requests:
+                if not sq.take(req.index): continue  # aborted while queued: its 'abort' chunk is already out
+                try: yield from self._stream_one(sq, req)
                 except Exception as e: yield Chunk(req.index, '', 0, 'error', f"{type(e).__name__}: {e}")
-                finally: run.end(req.index)
+                finally: sq.end(req.index)
 
     def load(self) -> Any:
         "Open the model now (before the run's clock starts), not in the first question."
@@ -155,10 +157,10 @@ class SequentialEngine:
 
     def start(self, requests: Sequence[SampleRequest]) -> None:
         "Queue `requests`; a worker thread streams them one after another."
-        if self._run is not None: self.abort_all()
-        run = SampleQueue(requests)
-        self._run = run
-        self._stream = ThreadedStream(lambda: self._samples(run), [r.index for r in run.requests], name=f'{self.name}-engine')
+        if self._queue is not None: self.abort_all()
+        sq = SampleQueue(requests)
+        self._queue = sq
+        self._stream = ThreadedStream(lambda: self._samples(sq), [r.index for r in sq.requests], name=f'{self.name}-engine')
 
     def poll(self, timeout: float) -> list[Chunk]:
         "Chunks that arrived, waiting at most `timeout` seconds for the first."
@@ -167,15 +169,15 @@ class SequentialEngine:
 
     def abort(self, index: int) -> None:
         "Stop sample `index`: a queued one never starts, a running one ends after its current token."
-        run, stream = self._run, self._stream
-        if run is None: return
-        with run.lock:  # the chunk is queued before the worker can pass the sample and report the stream's end
-            if run.abort(index): stream.put(Chunk(index, '', 0, 'abort'))
+        sq, stream = self._queue, self._stream
+        if sq is None: return
+        with sq.lock:  # the chunk is queued before the worker can pass the sample and report the stream's end
+            if sq.abort(index): stream.put(Chunk(index, '', 0, 'abort'))
 
     def abort_all(self) -> None:
         "Stop every sample of the question."
-        if self._run is None: return
-        for r in reversed(self._run.requests): self.abort(r.index)  # queued ones first: the running one may finish any moment
+        if self._queue is None: return
+        for r in reversed(self._queue.requests): self.abort(r.index)  # queued ones first: the running one may finish any moment
 
     def close(self, timeout: float = 30.0) -> None:
         "Abort everything, wait for the worker, free the model."
@@ -184,16 +186,21 @@ class SequentialEngine:
         with self._exclusive: self._free()
 
 # %% ../../nbs/08_engine_base.ipynb #6d63a80c
-ENGINE_KINDS = {
-    'llamacpp': ('aimo2_nb.engines.llamacpp', 'LlamaCppEngine'),  # the embedded CPU model (llama-cpp-python)
-    'lmdeploy': ('aimo2_nb.engines.lmdeploy', 'LmdeployEngine'),  # TurboMind / PyTorch engine on GPUs
-    'hf': ('aimo2_nb.engines.hf', 'HFEngine'),  # any local Hugging Face folder (or a hub id with allow_download) on transformers
+ENGINE_KINDS: dict[str, str] = {  # kind -> 'module:Class'; a module is imported only when its kind is loaded
+    'llamacpp': 'aimo2_nb.engines.llamacpp:LlamaCppEngine',  # the embedded CPU model (llama-cpp-python)
+    'lmdeploy': 'aimo2_nb.engines.lmdeploy:LmdeployEngine',  # TurboMind / PyTorch engine on GPUs
+    'hf': 'aimo2_nb.engines.hf:HFEngine',  # any local Hugging Face folder (or a hub id with allow_download) on transformers
+    'scripted': 'aimo2_nb.engines.replay:ScriptedEngine',  # no model: boxed hashed or fixed answers, faults on purpose (dry runs)
 }
 
-def engine_class(kind: str) -> type:
-    "The engine class registered for `kind` (its module is imported now)."
+def engine_module(kind: str) -> str:
+    "The module that implements engine `kind`."
     check_choice(kind, 'engine.kind', ENGINE_KINDS)
-    mod, name = ENGINE_KINDS[kind]
+    return ENGINE_KINDS[kind].partition(':')[0]
+
+def engine_class(kind: str) -> type:
+    "The engine class of `kind`, its module imported now."
+    mod, name = engine_module(kind), ENGINE_KINDS[kind].partition(':')[2]
     return getattr(importlib.import_module(mod), name)
 
 def load_engine(settings: dict | None = None, clock: Clock | None = None) -> Engine:

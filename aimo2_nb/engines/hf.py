@@ -169,15 +169,15 @@ def _prompt(self: HFEngine, messages: list) -> list[int]:
 
 # %% ../../nbs/11a_engine_hf.ipynb #7b7479f5
 @patch
-def _stream_one(self: HFEngine, run: SampleQueue, req: SampleRequest) -> Iterator[Chunk]:
-    "Chunks of one sample, ending with its finish (or 'abort' once `run` says so)."
+def _stream_one(self: HFEngine, sq: SampleQueue, req: SampleRequest) -> Iterator[Chunk]:
+    "Chunks of one sample, ending with its finish (or 'abort' once `sq` says so)."
     import torch
     i, s = req.index, req.sampling
     prompt = self._prompt(req.messages)
     if len(prompt) >= self.n_ctx:
         raise ValueError(f"the prompt has {len(prompt)} tokens; the context window is {self.n_ctx} tokens")
     budget = min(s.max_new_tokens, self.n_ctx - len(prompt))
-    if run.is_aborted(i): yield Chunk(i, '', 0, 'abort'); return
+    if sq.is_aborted(i): yield Chunk(i, '', 0, 'abort'); return
     procs, det = logits_processors(s), Detok(self._tok)
     gen = torch.Generator(device=self.device).manual_seed(req.seed % (1 << 63))
     ids = torch.tensor([prompt], device=self.device)
@@ -193,7 +193,7 @@ def _stream_one(self: HFEngine, run: SampleQueue, req: SampleRequest) -> Iterato
             text = det.add(t)
             if n >= budget: yield Chunk(i, text + det.flush(), n, 'length'); return
             yield Chunk(i, text, n)
-            if run.is_aborted(i): yield Chunk(i, det.flush(), n, 'abort'); return
+            if sq.is_aborted(i): yield Chunk(i, det.flush(), n, 'abort'); return
             step = torch.tensor([[t]], device=self.device)
             ids = torch.cat([ids, step], dim=-1)
 

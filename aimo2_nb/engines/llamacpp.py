@@ -157,8 +157,8 @@ def _prompt(self: LlamaCppEngine, messages: list) -> tuple[list[int], list[str]]
 _FINISH = {'stop': 'stop', 'length': 'length'}
 
 @patch
-def _stream_one(self: LlamaCppEngine, run: SampleQueue, req: SampleRequest) -> Iterator[Chunk]:
-    "Chunks of one sample, ending with its finish (or 'abort' once `run` says so)."
+def _stream_one(self: LlamaCppEngine, sq: SampleQueue, req: SampleRequest) -> Iterator[Chunk]:
+    "Chunks of one sample, ending with its finish (or 'abort' once `sq` says so)."
     i, s, llm = req.index, req.sampling, self._llm
     prompt, stop = self._prompt(req.messages)
     if not self.reuse_prompt: llm.reset()  # evaluate the whole prompt: the text then depends only on the request and seed
@@ -173,7 +173,7 @@ def _stream_one(self: LlamaCppEngine, run: SampleQueue, req: SampleRequest) -> I
             if c.get('finish_reason'):
                 yield Chunk(i, c.get('text') or '', n, _FINISH.get(c['finish_reason'], 'stop')); return
             if c.get('text'): yield Chunk(i, c['text'], n)
-            if run.is_aborted(i): yield Chunk(i, '', n, 'abort'); return
+            if sq.is_aborted(i): yield Chunk(i, '', n, 'abort'); return
         yield Chunk(i, '', n, 'error', 'llama.cpp stream ended without a finish reason')
     finally:
         it.close()

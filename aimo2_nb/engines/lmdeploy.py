@@ -6,17 +6,16 @@
 from __future__ import annotations
 import dataclasses, enum, logging, os, queue, threading, time, warnings
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any, Callable, Iterator, Literal, Sequence, get_args
 from ..core import Clock, ConfigError, RealClock, check, check_choice, check_range, patch
 from ..config import SamplingConfig, from_dict
-from .base import Chunk, SampleRequest, ThreadedStream
+from .base import Chunk, SampleRequest, SampleState, ThreadedStream
 
 # %% auto #0
 __all__ = ['Backend', 'ModelFormat', 'ExecutorBackend', 'QuantPolicy', 'LmdeployConfig', 'settings_config', 'backend_kwargs',
            'backend_config', 'generation_kwargs', 'generation_config', 'chat_messages', 'running_backend',
-           'TurbomindProbe', 'probe_turbomind', 'resolve_backend', 'safer_config', 'config_settings', 'FakeSession',
-           'FakePipeline', 'open_pipeline', 'LmdeployEngine']
+           'TurbomindProbe', 'probe_turbomind', 'resolve_backend', 'safer_config', 'config_settings', 'open_pipeline',
+           'LmdeployEngine']
 
 # %% ../../nbs/12_engine_lmdeploy.ipynb #440b54f8
 class QuantPolicy(enum.IntEnum):
@@ -178,21 +177,21 @@ def config_settings(cfg: LmdeployConfig) -> dict:
 
 # %% ../../nbs/12_engine_lmdeploy.ipynb #1ed89e14
 @dataclass
-class _Sample:
-    "Bookkeeping of one sample of a `stream_infer` call."
+class _Slot:
+    "One sample's slot in a `stream_infer` call: its session, state, tokens and abort bookkeeping."
     index: int  # the solver's sample index
     session: Any  # its lmdeploy `Session`
-    state: str = 'pending'  # 'pending' (no output yet) -> 'running' -> 'done'
+    state: SampleState = 'queued'  # 'queued' (no output yet) -> 'running' -> 'done'
     tokens: int = 0  # cumulative generated tokens seen
     abort_t: float | None = None  # when abort was asked (engine clock)
     abort_tokens: int = 0  # tokens seen when abort was asked
     dropped: bool = False  # its 'abort' was reported early; later output is not forwarded
     reabort_t: float = 0.0  # when abort was last sent
 
-class _Run:
-    "The samples of one `start` call."
+class _InferCall:
+    "The samples of one `start` call: one `stream_infer` over all of them."
     def __init__(self, requests: Sequence[SampleRequest], sessions: Sequence[Any]):
-        self.samples = [_Sample(r.index, s) for r, s in zip(requests, sessions)]
+        self.samples = [_Slot(r.index, s) for r, s in zip(requests, sessions)]
         self.by_index = {s.index: s for s in self.samples}
         check(len(self.by_index) == len(self.samples), 'requests', 'distinct sample indices', [r.index for r in requests])
         self.lock = threading.Lock()
@@ -202,7 +201,7 @@ class _Run:
 _FINISH = ('stop', 'length', 'abort', 'error')
 
 @patch
-def on_response(self: _Run, r: Any, now: float, reabort_s: float = 0.5) -> tuple[Chunk | None, bool, dict | None]:
+def on_response(self: _InferCall, r: Any, now: float, reabort_s: float = 0.5) -> tuple[Chunk | None, bool, dict | None]:
     "Convert one lmdeploy `Response`: (chunk for the solver or None, abort again?, abort record or None)."
     pos = getattr(r, 'index', None)
     if not isinstance(pos, int) or not 0 <= pos < len(self.samples): return None, False, None
@@ -230,121 +229,16 @@ def on_response(self: _Run, r: Any, now: float, reabort_s: float = 0.5) -> tuple
 
 # %% ../../nbs/12_engine_lmdeploy.ipynb #441d34bc
 @patch
-def ask_abort(self: _Run, index: int, now: float) -> tuple[_Sample | None, bool]:
+def ask_abort(self: _InferCall, index: int, now: float) -> tuple[_Slot | None, bool]:
     "Mark sample `index` aborted: (the sample to send abort to, or None; report its 'abort' now?)."
     s = self.by_index.get(index)
     if s is None: return None, False
     with self.lock:
         if s.state == 'done' or s.abort_t is not None: return None, False
         s.abort_t, s.abort_tokens, s.reabort_t = now, s.tokens, now
-        early = s.state == 'pending'
+        early = s.state == 'queued'
         if early: s.dropped, s.state, s.reabort_t = True, 'done', float('-inf')  # its first output re-aborts at once
         return s, early
-
-# %% ../../nbs/12_engine_lmdeploy.ipynb #a3252a2a
-class FakeSession:
-    "lmdeploy's `Session`, as far as the adapter sees it."
-    def __init__(self, pipe: FakePipeline, sid: int): self.pipe, self.session_id, self._handle = pipe, sid, None
-    def abort(self) -> None:
-        "Cancel the request if it holds a handle (a queued request ignores this, as in lmdeploy 0.18)."
-        if threading.current_thread() is self.pipe._thread: raise RuntimeError('Session.abort() called from the event loop')
-        time.sleep(self.pipe.abort_delay_s)
-        with self.pipe._lock:
-            self.pipe.abort_calls.append(self.session_id)
-            if self._handle is not None: self._handle['cancel'] = True
-    def close(self) -> None:
-        with self.pipe._lock: self.pipe.closed_sessions.append(self.session_id)
-
-class _Gibberish:
-    "Endless seeded random words, made on demand: what a random-weight model writes."
-    WORDS = ('the ', 'of ', 'x', '7', ' and', 'ly', '\n', ' so', 'um ', '+')
-    def __init__(self, seed: int): self.seed = seed
-    def __len__(self) -> int: return 1 << 30
-    def __getitem__(self, n: int) -> str: return self.WORDS[hash((self.seed, n)) % len(self.WORDS)]
-
-def _gibberish(messages: list, seed: int) -> _Gibberish: return _Gibberish(seed)
-
-class FakePipeline:
-    "A CPU stand-in for `lmdeploy.pipeline(...)` (0.18 interface: session, stream_infer, close, async_engine)."
-    GenerationConfig = SimpleNamespace  # the adapter builds generation settings with this instead of lmdeploy's class
-    def __init__(self, max_batch_size: int = 32, step_s: float = 0.002, prefill_s: float = 0.005,
-                 script: Callable[[list, int], list[str]] | None = None, abort_delay_s: float = 0.0, backend: str = 'pytorch'):
-        self.max_batch_size, self.step_s, self.prefill_s, self.abort_delay_s = max_batch_size, step_s, prefill_s, abort_delay_s
-        self.script = script or _gibberish
-        self.backend_config = SimpleNamespace(max_batch_size=max_batch_size)
-        self.async_engine = SimpleNamespace(backend=backend, engine=object(), stop_all_session=self._stop_all)
-        self._lock, self._wake = threading.Lock(), threading.Event()
-        self._queue: list = []  # requests waiting for a handle
-        self._active: list = []  # requests holding a handle
-        self._ids = 0
-        self.abort_calls: list = []; self.closed_sessions: list = []; self.started: list = []
-        self._closed = False
-        self._thread = threading.Thread(target=self._loop, name='fake-lmdeploy-loop', daemon=True); self._thread.start()
-
-    def session(self) -> FakeSession:
-        with self._lock: self._ids += 1; return FakeSession(self, self._ids)
-
-    async def _stop_all(self) -> None:
-        with self._lock:
-            for h in self._active: h['cancel'] = True
-
-    def stream_infer(self, prompts: list, sessions: list | None = None, gen_config: list | None = None, **kw) -> Iterator:
-        "An iterator of responses of every prompt; returns at once, like lmdeploy's."
-        if self._closed: raise RuntimeError('pipeline is closed')
-        sessions = sessions or [self.session() for _ in prompts]
-        gens = gen_config if isinstance(gen_config, list) else [gen_config] * len(prompts)
-        if not (len(prompts) == len(sessions) == len(gens)): raise ValueError('prompts, sessions and gen_config differ in length')
-        q: queue.Queue = queue.Queue()
-        reqs = []
-        for i, (p, s, g) in enumerate(zip(prompts, sessions, gens)):
-            seed = getattr(g, 'random_seed', None) or 0
-            words = self.script(p, seed)
-            reqs.append(dict(idx=i, session=s, gen=g, words=words, n=0, cancel=False, q=q, t_ready=None))
-        with self._lock:
-            self._queue += reqs
-            for r in reqs: r['group'] = reqs
-        self._wake.set()
-        return iter(q.get, None)
-
-    def _emit(self, r: dict, text: str, fin: str | None) -> None:
-        r['q'].put(SimpleNamespace(index=r['idx'], text=text, generate_token_len=r['n'], finish_reason=fin,
-                                   token_ids=[], error_code=None, error_message=None, input_token_len=10))
-        if fin is not None:
-            r['done'] = True
-            if all(x.get('done') for x in r['group']): r['q'].put(None)
-
-    def _loop(self) -> None:
-        while not self._closed:
-            with self._lock:
-                while self._queue and len(self._active) < self.max_batch_size:
-                    r = self._queue.pop(0); r['session']._handle = r; r['t_ready'] = time.monotonic() + self.prefill_s
-                    self._active.append(r); self.started.append(r['session'].session_id)
-                active = list(self._active)
-            if not active:
-                self._wake.wait(0.05); self._wake.clear(); continue
-            time.sleep(self.step_s)
-            now = time.monotonic()
-            for r in active:
-                g = r['gen']
-                if r['cancel']: fin, text = 'abort', ''
-                elif now < r['t_ready']: continue
-                else:
-                    if r['n'] < len(r['words']):
-                        text = r['words'][r['n']]; r['n'] += 1
-                    else: text = ''
-                    eos = r['n'] >= len(r['words']) and not getattr(g, 'ignore_eos', False)
-                    fin = 'length' if r['n'] >= getattr(g, 'max_new_tokens', 512) else 'stop' if eos else None
-                if fin is not None:
-                    with self._lock:
-                        self._active.remove(r); r['session']._handle = None
-                self._emit(r, text, fin)
-
-    def close(self) -> None:
-        "Stop the scheduler; requests still queued or running end with 'abort'."
-        with self._lock:
-            rest = self._queue + self._active; self._queue, self._active = [], []
-        self._closed = True
-        for r in rest: self._emit(r, '', 'abort')
 
 # %% ../../nbs/12_engine_lmdeploy.ipynb #94dfab5b
 def open_pipeline(cfg: LmdeployConfig) -> Any:
@@ -371,7 +265,7 @@ class LmdeployEngine:
         self.pipe: Any = None
         self.backend: str | None = None  # the backend that really runs, once loaded
         self.load_s: float | None = None  # seconds `load` took
-        self._run: _Run | None = None
+        self._call: _InferCall | None = None
         self.abort_log: list[dict] = []  # one record per aborted sample: tokens after the abort, seconds to its end
         self.abort_errors: list[str] = []
         self._jobs: queue.Queue = queue.Queue()
@@ -430,19 +324,19 @@ def _work(self: LmdeployEngine) -> None:
 
 # %% ../../nbs/12_engine_lmdeploy.ipynb #31a41568
 @patch
-def _stream(self: LmdeployEngine, run: _Run, prompts: list, gens: list) -> Iterator[Chunk]:
-    "Every chunk of `run`."
+def _stream(self: LmdeployEngine, call: _InferCall, prompts: list, gens: list) -> Iterator[Chunk]:
+    "Every chunk of `call`."
     try:
-        it = self.pipe.stream_infer(prompts, sessions=[s.session for s in run.samples], gen_config=gens)
+        it = self.pipe.stream_infer(prompts, sessions=[s.session for s in call.samples], gen_config=gens)
         for r in it:
-            ch, again, rec = run.on_response(r, self.clock.now(), self.cfg.reabort_s)
+            ch, again, rec = call.on_response(r, self.clock.now(), self.cfg.reabort_s)
             if rec is not None: self.abort_log.append(rec)
             if again:
-                sess = run.samples[r.index].session
+                sess = call.samples[r.index].session
                 self._submit(sess.abort)
             if ch is not None: yield ch
     finally:
-        sessions = [s.session for s in run.samples]
+        sessions = [s.session for s in call.samples]
         def _close():
             for s in sessions:
                 try: s.close()
@@ -453,50 +347,50 @@ def _stream(self: LmdeployEngine, run: _Run, prompts: list, gens: list) -> Itera
 @patch
 def start(self: LmdeployEngine, requests: Sequence[SampleRequest]) -> None:
     "Start every request in one `stream_infer` call."
-    if self._run is not None: self.abort_all()
+    if self._call is not None: self.abort_all()
     pipe = self.load()
     requests = list(requests)
-    run = _Run(requests, [pipe.session() for _ in requests])
+    call = _InferCall(requests, [pipe.session() for _ in requests])
     prompts = [chat_messages(r, self.cfg.assistant_prefix) for r in requests]
     cls = getattr(pipe, 'GenerationConfig', None)  # a stand-in pipeline brings its own; lmdeploy's is imported
     gens = [generation_config(r.sampling, r.seed, self.cfg.ignore_eos, cls) for r in requests]
-    self._run = run
-    run.stream = ThreadedStream(lambda: self._stream(run, prompts, gens), [r.index for r in requests], name='lmdeploy-stream')
+    self._call = call
+    call.stream = ThreadedStream(lambda: self._stream(call, prompts, gens), [r.index for r in requests], name='lmdeploy-stream')
 
 @patch
 def poll(self: LmdeployEngine, timeout: float) -> list[Chunk]:
     "Chunks that arrived, waiting at most `timeout` seconds for the first."
-    if self._run is None or self._run.stream is None: self.clock.sleep(timeout); return []
-    return self._run.stream.poll(timeout)
+    if self._call is None or self._call.stream is None: self.clock.sleep(timeout); return []
+    return self._call.stream.poll(timeout)
 
 # %% ../../nbs/12_engine_lmdeploy.ipynb #57793a7b
 @patch
 def abort(self: LmdeployEngine, index: int) -> None:
     "Stop sample `index`; it ends with an 'abort' chunk."
-    run = self._run
-    if run is None: return
-    s, early = run.ask_abort(index, self.clock.now())
+    call = self._call
+    if call is None: return
+    s, early = call.ask_abort(index, self.clock.now())
     if s is None: return
-    if early and run.stream is not None: run.stream.q.put(Chunk(index, '', 0, 'abort'))
+    if early and call.stream is not None: call.stream.q.put(Chunk(index, '', 0, 'abort'))
     self._submit(s.session.abort)
 
 @patch
 def abort_all(self: LmdeployEngine) -> None:
     "Stop every unfinished sample of the question."
-    if self._run is None: return
-    for s in sorted(self._run.samples, key=lambda s: s.state != 'pending'): self.abort(s.index)
+    if self._call is None: return
+    for s in sorted(self._call.samples, key=lambda s: s.state != 'queued'): self.abort(s.index)
 
 @patch
 def close(self: LmdeployEngine, timeout: float = 30.0) -> None:
     "Abort everything, wait for the stream to end, close the pipeline (frees the GPU)."
     self.abort_all()
-    run = self._run
-    if run is not None and run.stream is not None: run.stream.t.join(timeout)
+    call = self._call
+    if call is not None and call.stream is not None: call.stream.t.join(timeout)
     if self._worker is not None: self._jobs.put(None); self._worker.join(timeout)
     if self.pipe is not None:
         try: self.pipe.close()
         except Exception as e: self.abort_errors.append(f"close: {type(e).__name__}: {e}")
-    self.pipe, self._run = None, None
+    self.pipe, self._call = None, None
 
 # %% ../../nbs/12_engine_lmdeploy.ipynb #5cb9f8aa
 @patch

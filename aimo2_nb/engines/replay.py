@@ -4,14 +4,15 @@
 
 # %% ../../nbs/08a_engine_replay.ipynb #f406cec5
 from __future__ import annotations
-import heapq, itertools
+import hashlib, heapq, itertools, os, signal, threading
 from dataclasses import dataclass
 from typing import Callable, Sequence
-from ..core import Clock, VirtualClock, patch
+from ..core import Clock, RealClock, VirtualClock, check, check_choice, patch
 from .base import Chunk, SampleRequest
 
 # %% auto #0
-__all__ = ['Step', 'say', 'TimedEngine', 'ClockFuture', 'ScriptedExecutor', 'ReplayExecutor', 'ReplayEngine']
+__all__ = ['FAULTS', 'Step', 'say', 'TimedEngine', 'hash_answer', 'ScriptedEngine', 'ClockFuture', 'ScriptedExecutor',
+           'ReplayExecutor', 'ReplayEngine']
 
 # %% ../../nbs/08a_engine_replay.ipynb #232fdc55
 @dataclass(frozen=True)
@@ -92,6 +93,50 @@ def abort(self: TimedEngine, index: int) -> None:
 @patch
 def abort_all(self: TimedEngine) -> None:
     for i in sorted(self.open): self.abort(i)
+
+# %% ../../nbs/08a_engine_replay.ipynb #9d4e3ec9
+FAULTS = ('none', 'load', 'load_hang', 'start', 'poll', 'stall', 'block', 'empty', 'die')
+
+def hash_answer(text: str, modulus: int = 1000) -> int:
+    "A deterministic 'answer' for `text`."
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], 'little') % modulus
+
+class ScriptedEngine(TimedEngine):
+    "A model-free engine from settings: samples box a hashed or fixed answer, or fail as told."
+    def __init__(self, answer: int | str = 'hash', modulus: int = 1000, delay_s: float = 0.05, tok_s: float = 2000.0,
+                 fault: str = 'none', clock: Clock | None = None):
+        check(answer == 'hash' or (isinstance(answer, int) and answer >= 0), 'engine.answer', "'hash' or an int >= 0", answer)
+        check_choice(fault, 'engine.fault', FAULTS)
+        self.answer, self.modulus, self.delay_s, self.tok_s, self.fault = answer, modulus, delay_s, tok_s, fault
+        super().__init__(self._steps, clock=clock or RealClock(), fail_start='scripted start failure' if fault == 'start' else None,
+                         fail_poll_after=0 if fault == 'poll' else None)
+
+    def _steps(self, r: SampleRequest) -> list[Step]:
+        "The script of one sample."
+        if self.fault == 'stall': return [Step(1e9, 'never')]
+        if self.fault == 'empty': return [Step(self.delay_s, '', 0, 'stop')]
+        q = r.messages[-1]['content'] if r.messages else ''
+        v = hash_answer(q, self.modulus) if self.answer == 'hash' else self.answer
+        return [Step(self.delay_s, '')] + say(f"Thinking briefly. The answer is \\boxed{{{v}}}.", self.tok_s, 16)
+
+    def start(self, requests):
+        self.questions = getattr(self, 'questions', 0) + 1
+        if self.fault == 'die' and self.questions >= 2: os.kill(os.getpid(), signal.SIGUSR1)
+        return TimedEngine.start(self, requests)
+
+    def poll(self, timeout: float):
+        if self.fault == 'block': threading.Event().wait()
+        return TimedEngine.poll(self, timeout)
+
+def _scripted_from_settings(cls, settings: dict | None = None, clock: Clock | None = None) -> ScriptedEngine:
+    "A `ScriptedEngine` from `RunConfig.engine` settings."
+    d = {k: v for k, v in (settings or {}).items() if k != 'kind'}
+    for k in d: check(k in ('answer', 'modulus', 'delay_s', 'tok_s', 'fault', 'main_thread'), f'engine.{k}', 'a known setting (answer, modulus, delay_s, tok_s, fault, main_thread)', k)
+    if d.pop('main_thread', False): signal.signal(signal.SIGUSR2, signal.getsignal(signal.SIGUSR2))  # raises outside the main thread
+    if d.get('fault') == 'load': raise RuntimeError('scripted engine: load failure')
+    if d.get('fault') == 'load_hang': threading.Event().wait()
+    return cls(clock=clock, **d)
+ScriptedEngine.from_settings = classmethod(_scripted_from_settings)  # `patch` has no classmethod form
 
 # %% ../../nbs/08a_engine_replay.ipynb #59ca6f42
 class ClockFuture:

@@ -50,7 +50,7 @@ def until(e, pred, limit_s, got):
         if pred(): return True
     return False
 
-def ended(e): return e._run.stream.done.is_set() and not e._run.stream.open
+def ended(e): return e._call.stream.done.is_set() and not e._call.stream.open
 
 def test_backend_and_prompt(engine):
     assert engine.backend == 'pytorch'
