@@ -17,9 +17,10 @@ from .prompts import build_requests
 from .solver import Solver
 
 # %% auto #0
-__all__ = ['FILLER', 'BOX', 'CODE', 'BOX_AT', 'CODE_AT', 'SEED_BOXED_RE', 'SEED_CODE_RE', 'TOKEN_RATE', 'Synth', 'synth_sample',
-           'StreamEngine', 'drain', 'loop_config', 'synth_question', 'measure_ours', 'seed_loop', 'measure_seed',
-           'share', 'bench_length', 'loop_profile', 'exec_bench', 'run_bench']
+__all__ = ['FILLER', 'BOX', 'CODE', 'BOX_AT', 'CODE_AT', 'SEED_BOXED_RE', 'SEED_CODE_RE', 'TOKEN_RATE', 'GOAL_SAMPLES',
+           'GOAL_TOKENS', 'Synth', 'synth_sample', 'StreamEngine', 'drain', 'loop_config', 'synth_question',
+           'measure_ours', 'seed_loop', 'measure_seed', 'share', 'bench_length', 'loop_profile', 'exec_bench',
+           'loop_verdict', 'run_bench']
 
 # %% ../nbs/17_bench.ipynb #3a73e413
 FILLER = (' the', ' sum', ' of', ' is', ' $x', '^2', '+', 'y', '$', ',', ' so', ' we', ' get', ' \\frac{', 'a', '}{', 'b', '}',
@@ -250,6 +251,20 @@ def _device() -> dict:
             'load_avg': [round(x, 2) for x in os.getloadavg()] if hasattr(os, 'getloadavg') else None,
             'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}
 
+GOAL_SAMPLES, GOAL_TOKENS = 32, 16000  # the size the stream-loop goals are set at
+
+def loop_verdict(res: dict) -> str:
+    "The stream loop against its goals, only when measured at the goals' size (a small run says what it is instead)."
+    head = next((r for r in res['loop'] if (r['samples'], r['tokens_per_sample']) == (GOAL_SAMPLES, GOAL_TOKENS)), None)
+    if head is None:
+        sizes = ', '.join(f"{r['samples']} x {r['tokens_per_sample']:,}" for r in res['loop'])
+        return (f"Goal (share <= 2%, >= 3x faster than the seed) is set at {GOAL_SAMPLES} samples x {GOAL_TOKENS:,} tokens; "
+                f"this run measured {sizes} (small: a smoke test of the code paths, not comparable: the seed's rescans "
+                f"grow with samples x length), so it gives no verdict. `aimo2 bench` (full size) does.")
+    ok = head['ours_share_at_2400'] <= 0.02 and (head['speedup_vs_seed'] or 0) >= 3
+    return (f"Goal: share <= 2% (about 8.3 us/token) and >= 3x faster than the seed at {GOAL_SAMPLES} x {GOAL_TOKENS:,}: "
+            f"share {head['ours_share_at_2400']:.2%}, {head['speedup_vs_seed']}x: {'met' if ok else 'NOT met'}.")
+
 def _markdown(res: dict) -> str:
     "results.md: the loop table, the exec table, the goals."
     L = [f"# Benchmarks ({res['date']}, {res['device']}, {res['cpus']} CPUs, Python {res['python']})", '',
@@ -261,8 +276,7 @@ def _markdown(res: dict) -> str:
                  f"{r['seed_us_per_token']:.2f} | {r['seed_share_at_2400']:.2%} | {r['speedup_vs_seed']:.1f}x | "
                  f"{r['ours_first_answer_delay_tokens']['max']} / {r['seed_first_answer_delay_tokens']['max']} "
                  f"({r['seed_first_answer_delay_yields']['max']}) |")
-    L += ['', f"Goal: share <= 2% (about 8.3 us/token) and >= 3x faster than the seed at 16k: "
-          f"share {res['loop_share_at_2400_tok_s']:.2%}, {res['loop_speedup_vs_seed_16k']}x at {res['headline_tokens_per_sample']:,} tokens.", '']
+    L += ['', loop_verdict(res), '']
     ex = res['exec']
     L += ['## Code execution latency: warm pool vs fresh python3', '']
     if ex.get('snippets'):

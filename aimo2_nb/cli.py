@@ -8,12 +8,12 @@ import argparse, csv, importlib, logging, sys, time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
-from .core import ConfigError
+from .core import ConfigError, problem_csv
 from .config import RunConfig, load_config, profile, to_dict, config_hash, PROFILES
 
 # %% auto #0
-__all__ = ['SUBCOMMANDS', 'main', 'reporting', 'add_config_args', 'config_from_args', 'cli_config', 'progress_printer',
-           'format_result', 'read_questions', 'cli_solve', 'solve_rows']
+__all__ = ['SUBCOMMANDS', 'GLOSSARY_REF', 'main', 'reporting', 'add_config_args', 'config_from_args', 'cli_config',
+           'progress_printer', 'format_result', 'read_questions', 'cli_solve', 'solve_rows']
 
 # %% ../nbs/10_cli.ipynb #8decef3a
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
@@ -34,16 +34,22 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     'quantize': ('aimo2_nb.cli_data', 'cli_quantize', 'AWQ 4-bit weights for TurboMind, calibrated offline'),
 }
 
+GLOSSARY_REF = 'README.md, section "Glossary"'  # where the words of the output are defined, once
+
 def _usage() -> str:
     w = max(map(len, SUBCOMMANDS))
     return 'usage: aimo2 <command> [options]\n\ncommands:\n' + '\n'.join(
-        f"  {k:<{w}}  {v[2]}" for k, v in SUBCOMMANDS.items()) + '\n\n`aimo2 <command> --help` for its options.'
+        f"  {k:<{w}}  {v[2]}" for k, v in SUBCOMMANDS.items()) + ('\n\n`aimo2 <command> --help` for its options; `aimo2 --version`.'
+        f"\nThe words the output uses (seed, tier, weight, min_answers, cot_boxed, ...): {GLOSSARY_REF}.")
 
 def main(argv: list[str] | None = None) -> int:
     "The `aimo2` entry point."
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ('-h', '--help', 'help'):
         print(_usage()); return 0
+    if argv[0] in ('-V', '--version'):
+        from aimo2_nb import __version__
+        print(f"aimo2 {__version__}"); return 0
     cmd, rest = argv[0], argv[1:]
     if cmd not in SUBCOMMANDS:
         print(f"aimo2: unknown command {cmd!r}\n\n{_usage()}", file=sys.stderr); return 2
@@ -117,10 +123,34 @@ def cli_config(argv: list[str]) -> int:
     return 0
 
 # %% ../nbs/10_cli.ipynb #bac3aa26
-def progress_printer(out=sys.stderr) -> Callable:
-    "An `on_event` hook that prints answers, code runs and stops as they happen."
+def _is_tty(out) -> bool:
+    try: return bool(out.isatty())
+    except (AttributeError, ValueError): return False
+
+def progress_printer(out=sys.stderr, live: bool | None = None, every_s: float = 1.0) -> Callable:
+    "An `on_event` hook that prints answers, code runs and stops as they happen; on a terminal (`live`) also a status line."
+    live = _is_tty(out) if live is None else live
+    st = dict(tokens={}, running=set(), shown=False, last=-1e9)
+    def clear():
+        if st['shown']: print('\r\033[K', end='', file=out, flush=True); st['shown'] = False
+    def status(t: float):
+        # rewritten in place: the samples still generating and the tokens they have written
+        if not st['running']: return clear()
+        n = len(st['running'])
+        print(f"\r  [{t:7.1f}s] {n} sample{'s' * (n != 1)} running, {sum(st['tokens'].values()):,} tokens so far\033[K",
+              end='', file=out, flush=True)
+        st['shown'], st['last'] = True, t
     def show(e):
         k = e.kind
+        if k == 'question_start': st['tokens'], st['running'] = {i: 0 for i in range(e.samples)}, set(range(e.samples)); return
+        if k == 'tick':
+            for c in e.chunks:
+                if isinstance(c[2], int): st['tokens'][c[0]] = c[2]
+                if c[3] is not None: st['running'].discard(c[0])
+            if live and e.t - st['last'] >= every_s: status(e.t)
+            return
+        if k in ('sample_stop', 'sample_end'): st['running'].discard(e.sample)
+        if k in ('question_stop', 'question_end'): st['running'] = set()
         if k == 'answer' and e.value is not None: msg = f"sample {e.sample}: {e.source} answer {e.value} (at {e.tokens} tokens)"
         elif k == 'answer': msg = f"sample {e.sample}: boxed {e.raw!r} is not a valid answer"
         elif k == 'code_done':
@@ -129,8 +159,10 @@ def progress_printer(out=sys.stderr) -> Callable:
         elif k == 'sample_stop': msg = f"sample {e.sample}: stopped ({e.reason})"
         elif k == 'question_stop': msg = f"question stopped: {e.reason} {e.detail}"
         elif k == 'error': msg = f"error in {e.where}: {e.message.splitlines()[0][:200]}"
-        else: return
+        else: return clear() if k == 'question_end' else None
+        clear()
         print(f"  [{e.t:7.1f}s] {msg}", file=out, flush=True)
+        if live and st['running']: status(e.t)
     return show
 
 def format_result(r) -> str:
@@ -149,8 +181,7 @@ def format_result(r) -> str:
 # %% ../nbs/10_cli.ipynb #37eb7147
 def read_questions(path: str | Path, limit: int | None = None) -> list[dict]:
     "Rows of a question CSV: `id`, `question` or `problem`, optional `answer`."
-    p = Path(path)
-    if not p.exists(): raise ConfigError(f"--csv: file not found: {p}")
+    p = problem_csv(path)
     with open(p, newline='', encoding='utf-8') as f:
         rows = list(csv.DictReader(f))
     if not rows: raise ConfigError(f"--csv {p}: no rows")
@@ -191,12 +222,12 @@ def cli_solve(argv: list[str]) -> int:
     trace = Path(a.trace) if a.trace else Path('runs') / time.strftime('solve-%Y%m%d-%H%M%S') / 'traces.jsonl'
     return solve_rows(rows, cfg, trace, quiet=a.quiet)
 
-def solve_rows(rows: list[dict], cfg: RunConfig, trace: Path, quiet: bool = False, engine=None) -> int:
-    "Solve `rows` with a solver over `cfg`'s engine, printing progress and results."
+def solve_rows(rows: list[dict], cfg: RunConfig, trace: Path, quiet: bool = False, engine=None, err=None) -> int:
+    "Solve `rows` with a solver over `cfg`'s engine, printing results, and progress on `err` (stderr)."
     from aimo2_nb.engines.base import load_engine
     from aimo2_nb.solver import Solver
     t0 = time.monotonic()
-    err = sys.stderr
+    err = err or sys.stderr
     eng_desc = ', '.join(f"{k}={v}" for k, v in cfg.engine.items())
     print(f"aimo2 solve: engine {eng_desc or 'default'}; {cfg.speed.tiers[0].samples} samples/question; config {config_hash(cfg)}", file=err)
     if engine is None:
@@ -219,7 +250,9 @@ def solve_rows(rows: list[dict], cfg: RunConfig, trace: Path, quiet: bool = Fals
             except Exception as e: print(f"aimo2 solve: closing the engine failed: {e}", file=sys.stderr)
     graded = sum(r['answer'] is not None for r in rows)
     if graded: print(f"\n{correct}/{graded} correct", flush=True)
-    print(f"trace: {trace}  ({time.monotonic() - t0:.1f} s; see it with: aimo2 view {trace.parent})", flush=True)
+    print(f"trace: {trace}  ({time.monotonic() - t0:.1f} s; see it with: aimo2 view {trace.parent}, "
+          f"or aimo2 report {trace.parent})", flush=True)
+    print(f"the words above (tier, weight, stop reasons, ...) are defined in {GLOSSARY_REF}", flush=True)
     return 0
 
 # %% ../nbs/10_cli.ipynb #3eea8daa

@@ -13,7 +13,7 @@ from .eval_ray import EvalPlan, evaluate_units, load_eval_config
 from .simulate import simulate_main
 from .tune import tune_main
 from .bench import run_bench
-from . import viewer
+from . import viewer, trace as T
 
 # %% auto #0
 __all__ = ['cli_eval', 'cli_report', 'cli_view', 'cli_simulate', 'cli_bench', 'cli_tune']
@@ -86,13 +86,13 @@ def _eval_units(a: argparse.Namespace, cfg, plan: EvalPlan, settings: dict) -> i
 def cli_report(argv: list[str]) -> int:
     "`aimo2 report DIR...`: a markdown table comparing run folders."
     ap = _parser('report', 'Compare evaluation run folders: one markdown table row per run.')
-    ap.add_argument('runs', nargs='+', help='run folders written by aimo2 eval')
+    ap.add_argument('runs', nargs='+', help='run folders (of aimo2 eval, aimo2 solve or the submission) or trace files')
     ap.add_argument('--write', action='store_true', help='also rewrite each folder\'s summary.json and plots')
     try: a = ap.parse_args(argv)
     except SystemExit as e: return int(e.code or 0)
     for r in a.runs:
-        if not (Path(r) / 'results.jsonl').is_file():
-            print(f"aimo2 report: error: {r}: not a run folder (no results.jsonl)", file=sys.stderr); return 2
+        try: T.find_trace(r)  # any run folder: eval's, solve's, the submission's (or a trace file)
+        except FileNotFoundError as e: print(f"aimo2 report: error: {e}", file=sys.stderr); return 2
     try:
         if a.write:
             for r in a.runs: finish_run(r)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_config.ipynb #f4122cfe
 from __future__ import annotations
-import dataclasses, hashlib, json, types, typing
+import copy, dataclasses, hashlib, json, re, types, typing
 from dataclasses import dataclass, field, fields, asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -336,14 +336,44 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         try: data = yaml.safe_load(p.read_text(encoding='utf-8')) or {}
         except yaml.YAMLError as e: raise ConfigError(f"{p}: not valid YAML: {e}") from None
         if not isinstance(data, dict): raise ConfigError(f"{p}: expected a mapping at the top, got {type(data).__name__}")
-    for k, v in (overrides or {}).items(): _set_dotted(data, k, v)
+    defaults = to_dict(RunConfig()) if overrides else None
+    for k, v in (overrides or {}).items(): _set_dotted(data, k, v, defaults)
     return from_dict(RunConfig, data)
 
-def _set_dotted(d: dict, key: str, value: Any) -> None:
-    "Set `d['a']['b'] = value` for key 'a.b'."
-    *head, last = key.split('.')
-    for h in head: d = d.setdefault(h, {})
-    d[last] = value
+def _key_path(key: str) -> list:
+    "The steps of a dotted key with list indices: 'stop.rules[0].among' -> ['stop', 'rules', 0, 'among']."
+    out = []
+    for part in key.split('.'):
+        m = re.fullmatch(r'([A-Za-z_]\w*)((?:\[\d+\])*)', part.strip())
+        if not m: raise ConfigError(f"{key}: cannot read {part!r} (expected NAME or NAME[INDEX], e.g. stop.rules[0].among)")
+        out += [m[1], *map(int, re.findall(r'\[(\d+)\]', m[2]))]
+    return out
+
+def _key_name(path: list) -> str:
+    "['stop', 'rules', 0] -> 'stop.rules[0]'."
+    return ''.join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in path).lstrip('.')
+
+def _step(node: Any, path: list, create: Any = None) -> Any:
+    "`node[k]` for the last step `k` of `path`, checking that `node` can hold it; a missing name is set to `create` first."
+    k, where, parent = path[-1], _key_name(path), _key_name(path[:-1]) or 'the configuration'
+    if isinstance(k, int):
+        if not isinstance(node, list): raise ConfigError(f"{parent}: expected a list to index, got {type(node).__name__}")
+        if not 0 <= k < len(node): raise ConfigError(f"{where}: index out of range (the list has {len(node)} items)")
+        return node[k]
+    if not isinstance(node, dict): raise ConfigError(f"{parent}: expected a mapping, got {type(node).__name__}")
+    if k not in node and create is not None: node[k] = create
+    return node.get(k)
+
+def _set_dotted(d: dict, key: str, value: Any, defaults: dict | None = None) -> None:
+    "Set `d['a']['b'][0]['c'] = value` for key 'a.b[0].c'; a missing step is copied from `defaults` (else a new mapping)."
+    path = _key_path(key)
+    node, dflt = d, defaults
+    for n, k in enumerate(path[:-1]):
+        sub = dflt.get(k) if isinstance(dflt, dict) else dflt[k] if isinstance(dflt, list) and isinstance(k, int) and 0 <= k < len(dflt) else None
+        node, dflt = _step(node, path[:n + 1], copy.deepcopy(sub) if sub is not None else ([] if isinstance(path[n + 1], int) else {})), sub
+    last = path[-1]
+    _step(node, path)  # checks the container (and the index)
+    node[last] = value
 
 def save_config(cfg: RunConfig, path: str | Path) -> Path:
     "Write `cfg` as YAML."

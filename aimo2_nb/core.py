@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
 # %% auto #0
-__all__ = ['patch', 'ConfigError', 'check', 'check_range', 'check_choice', 'Clock', 'RealClock', 'VirtualClock', 'project_root']
+__all__ = ['PROBLEMS', 'patch', 'ConfigError', 'check', 'check_range', 'check_choice', 'problem_csv', 'Clock', 'RealClock',
+           'VirtualClock', 'project_root']
 
 # %% ../nbs/00_core.ipynb #5e36410b
 def patch(f: Callable) -> Callable:
@@ -40,6 +41,18 @@ def check_choice(value: Any, field: str, choices: Iterable) -> None:
     "Check `value` is one of `choices`."
     choices = tuple(choices)
     check(value in choices, field, 'one of ' + ', '.join(map(repr, choices)), value)
+
+# %% ../nbs/00_core.ipynb #e6aa1708
+PROBLEMS = Path(__file__).resolve().parent / 'problems' if '__file__' in globals() else Path('../aimo2_nb/problems').resolve()
+
+def problem_csv(name: str | Path) -> Path:
+    "`name` if it is a file, else the shipped problem set of that name (`aime_2025`, `aimo2_reference`)."
+    p = Path(name)
+    if p.is_file(): return p
+    shipped = PROBLEMS / (p.name if p.suffix == '.csv' else f"{p.name}.csv")
+    if len(p.parts) == 1 and shipped.is_file(): return shipped
+    sets = ', '.join(sorted(q.stem for q in PROBLEMS.glob('*.csv')))
+    raise ConfigError(f"question CSV: file not found: {p} (shipped sets, usable by name: {sets or 'none'})")
 
 # %% ../nbs/00_core.ipynb #c558a128
 class Clock(Protocol):

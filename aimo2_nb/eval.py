@@ -8,7 +8,7 @@ import copy, csv, json, logging, os, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
-from .core import RealClock
+from .core import ConfigError, RealClock, problem_csv
 from .config import BudgetConfig, RunConfig, StopConfig, config_hash, from_dict, load_config, save_config
 from .answers import find_boxed
 from .vote import SampleAnswer, vote
@@ -19,11 +19,12 @@ from . import trace as T
 _log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['EARLY_STOPS', 'REPORT_COLUMNS', 'KIND_COLORS', 'PLOTS', 'EvalError', 'Question', 'read_questions', 'append_jsonl',
-           'read_jsonl', 'read_results', 'repair', 'result_row', 'Progress', 'eval_config', 'run_questions',
-           'question_samples', 'run_events', 'sample_records', 'run_config', 'stop_savings', 'first_vs_final',
-           'stop_vs_final', 'run_metrics', 'report_row', 'report_table', 'plot_tokens', 'plot_first_last', 'plot_time',
-           'save_plots', 'finish_run', 'evaluate']
+__all__ = ['EARLY_STOPS', 'REPORT_COLUMNS', 'KIND_COLORS', 'PLOTS', 'PLOTS_MISSING', 'EvalError', 'Question', 'read_questions',
+           'append_jsonl', 'read_jsonl', 'read_results', 'repair', 'result_row', 'Progress', 'eval_config',
+           'run_questions', 'question_samples', 'run_folder', 'run_events', 'sample_records', 'run_config',
+           'trace_results', 'run_results', 'stop_savings', 'first_vs_final', 'stop_vs_final', 'run_metrics',
+           'report_row', 'report_table', 'plot_tokens', 'plot_first_last', 'plot_time', 'save_plots', 'finish_run',
+           'evaluate']
 
 # %% ../nbs/13_eval.ipynb #958a011a
 class EvalError(ValueError):
@@ -38,8 +39,8 @@ class Question:
 
 def read_questions(path: str | Path) -> list[Question]:
     "The questions of a CSV with columns id, question and (optionally) answer."
-    p = Path(path)
-    if not p.is_file(): raise EvalError(f"questions file not found: {p}")
+    try: p = problem_csv(path)
+    except ConfigError as e: raise EvalError(str(e)) from None
     try:
         with open(p, newline='', encoding='utf-8') as f:
             rd = csv.DictReader(f)
@@ -253,9 +254,14 @@ def question_samples(evs: list, cfg: RunConfig | None = None) -> list[dict]:
         out.append(r)
     return out
 
+def run_folder(run: str | Path) -> Path:
+    "The folder of a run given as a run folder or as its trace file."
+    p = Path(run)
+    return p.parent if p.is_file() else p
+
 def run_events(run_dir: str | Path) -> dict[str, list]:
-    "The trace events of a run folder by question, in run order."
-    return T.by_question(T.read_events(Path(run_dir) / 'traces.jsonl'))
+    "The trace events of a run (any run folder, or a trace) by question, in run order."
+    return T.by_question(T.read_events(T.find_trace(run_dir)))
 
 def sample_records(run_dir: str | Path) -> list[dict]:
     "One record per sample of every question of a run folder."
@@ -263,9 +269,35 @@ def sample_records(run_dir: str | Path) -> list[dict]:
     return [r for evs in run_events(run_dir).values() for r in question_samples(evs, cfg)]
 
 def run_config(run_dir: str | Path) -> RunConfig:
-    "The configuration a run folder was made with."
-    p = Path(run_dir) / 'config.yaml'
-    return load_config(p) if p.exists() else RunConfig()
+    "The configuration a run was made with: its config.yaml, else the one its trace records, else the defaults."
+    p = run_folder(run_dir) / 'config.yaml'
+    if p.exists(): return load_config(p)
+    start = next((e for evs in run_events(run_dir).values() for e in evs if e.kind == 'question_start' and e.config), None) \
+        if T.is_run(run_dir) else None
+    return from_dict(RunConfig, start.config) if start else RunConfig()
+
+def trace_results(qevs: dict[str, list], cfg: RunConfig | None = None) -> dict[str, dict]:
+    "results.jsonl rows recovered from trace events, for runs that wrote none (`aimo2 solve`, the submission)."
+    out = {}
+    for qid, evs in qevs.items():
+        start = next((e for e in evs if e.kind == 'question_start'), None)
+        end = next((e for e in evs if e.kind == 'question_end'), None)
+        if start is None or end is None: continue
+        vote_e = next((e for e in evs if e.kind == 'vote'), None)
+        recs = question_samples(evs, cfg)
+        out[qid] = dict(id=qid, gold=start.gold, answer=end.answer, correct=None if start.gold is None else end.answer == start.gold,
+                        reason=end.reason, elapsed=round(end.t, 3), tokens=end.tokens, tokens_after_stop=end.tokens_after_stop,
+                        speed=start.speed, limit_s=round(start.limit_s, 3), n_samples=len(recs),
+                        n_answers=sum(r['vote'] is not None for r in recs), fallback=bool(vote_e.fallback) if vote_e else True,
+                        samples=[dict(i=r['sample'], kind=r['kind'], vote=r['vote'], tokens=r['tokens'], stop=r['stop'],
+                                      finish=r['finish']) for r in recs])
+    return out
+
+def run_results(run: str | Path) -> dict[str, dict]:
+    "The result rows of any run: its results.jsonl (eval), else recovered from its trace (solve, the submission)."
+    d = run_folder(run)
+    if (d / 'results.jsonl').is_file(): return read_results(d)
+    return trace_results(run_events(run), run_config(run))
 
 # %% ../nbs/13_eval.ipynb #52ff95f9
 def _reference_lengths(recs: list[dict], cap: int) -> dict[str, tuple[int, str]]:
@@ -330,9 +362,9 @@ def _mean(xs: Sequence[float]) -> float | None:
 
 def run_metrics(run_dir: str | Path) -> dict:
     "The metrics of a run folder (what summary.json holds)."
-    d = Path(run_dir); cfg = run_config(d)
-    results = list(read_results(d).values())
-    qevs = run_events(d)
+    d = run_folder(run_dir); cfg = run_config(run_dir)
+    results = list(run_results(run_dir).values())
+    qevs = run_events(run_dir)
     per_q = {q: question_samples(evs, cfg) for q, evs in qevs.items()}
     recs = [r for rs in per_q.values() for r in rs]
     nq = len(results)
@@ -403,7 +435,7 @@ def _figure(w: float = 9, h: float = 4.5):
 
 def plot_tokens(run_dir: str | Path):
     "Output tokens per question: each sample's first answer and end, and the question's total."
-    recs, res = sample_records(run_dir), list(read_results(run_dir).values())
+    recs, res = sample_records(run_dir), list(run_results(run_dir).values())
     qids = [r['id'] for r in res]; x = {q: i for i, q in enumerate(qids)}
     n = max([r['sample'] + 1 for r in recs] + [1]); step = min(0.15, 0.8 / n)
     fig = _figure(9, 6); ax, ax2 = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
@@ -418,14 +450,14 @@ def plot_tokens(run_dir: str | Path):
             ax.plot(xi, r['first_tokens'], 'o', color='green' if r['gold'] == r['first'] else 'red', ms=4)
     for k, c in KIND_COLORS.items(): ax.plot([], [], 'x', color=c, label=f"{k}: end")
     ax.plot([], [], 'o', color='green', label='first answer (right)'); ax.plot([], [], 'o', color='red', label='first answer (wrong)')
-    ax.set_ylabel('tokens per sample'); ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.0, 1.0)); ax.set_title(f"{Path(run_dir).name}: output tokens")
+    ax.set_ylabel('tokens per sample'); ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.0, 1.0)); ax.set_title(f"{run_folder(run_dir).name}: output tokens")
     ax2.bar(range(len(res)), [r['tokens'] for r in res], color=['#2ca02c' if r['correct'] else '#d62728' for r in res])
     ax2.set_ylabel('question total'); ax2.set_xticks(range(len(qids)), qids, rotation=60, fontsize=7)
     return fig
 
 def plot_first_last(run_dir: str | Path):
     "Per question: samples whose first / final answers were right or wrong."
-    recs = sample_records(run_dir); qids = list(read_results(run_dir))
+    recs = sample_records(run_dir); qids = list(run_results(run_dir))
     cats = [('both right', '#2ca02c', lambda f, l: f and l), ('first right, final wrong', '#d62728', lambda f, l: f and not l),
             ('first wrong, final right', '#9467bd', lambda f, l: not f and l), ('both wrong', '#7f7f7f', lambda f, l: not f and not l)]
     fig = _figure(); ax = fig.subplots()
@@ -440,12 +472,12 @@ def plot_first_last(run_dir: str | Path):
         bottom = [b + v for b, v in zip(bottom, h)]
     ax.set_xticks(range(len(qids)), qids, rotation=60, fontsize=7); ax.set_ylabel('samples')
     ax.yaxis.get_major_locator().set_params(integer=True)
-    ax.set_title(f"{Path(run_dir).name}: first vs final answer per sample"); ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.0, 1.0))
+    ax.set_title(f"{run_folder(run_dir).name}: first vs final answer per sample"); ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.0, 1.0))
     return fig
 
 def plot_time(run_dir: str | Path):
     "Seconds per question against its limit and the budget's average share per question."
-    res, cfg = list(read_results(run_dir).values()), run_config(run_dir)
+    res, cfg = list(run_results(run_dir).values()), run_config(run_dir)
     fig = _figure(); ax = fig.subplots()
     xs = range(len(res))
     ax.bar(xs, [r['elapsed'] for r in res], color=['#2ca02c' if r['correct'] else '#d62728' for r in res], label='elapsed (green: right)')
@@ -453,7 +485,7 @@ def plot_time(run_dir: str | Path):
     share = (cfg.budget.total_s - cfg.budget.reserve_s) / max(1, cfg.budget.n_questions)
     ax.axhline(share, color='gray', ls='--', label=f"budget share {share:.0f}s")
     ax.set_xticks(list(xs), [r['id'] for r in res], rotation=60, fontsize=7); ax.set_ylabel('seconds')
-    ax.set_title(f"{Path(run_dir).name}: time per question"); ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.0, 1.0))
+    ax.set_title(f"{run_folder(run_dir).name}: time per question"); ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.0, 1.0))
     return fig
 
 PLOTS = {'tokens.png': plot_tokens, 'first_last.png': plot_first_last, 'time.png': plot_time}
@@ -466,14 +498,16 @@ def save_plots(run_dir: str | Path) -> list[Path]:
     return out
 
 # %% ../nbs/13_eval.ipynb #43b766df
-def finish_run(run_dir: str | Path, plots: bool = True) -> dict:
-    "Write summary.json (and the plots) of a run folder; the summary."
-    d = Path(run_dir)
-    m = run_metrics(d)
+PLOTS_MISSING = "plots skipped: matplotlib is not installed (pip install matplotlib, or the project's cpu extra)"
+
+def finish_run(run_dir: str | Path, plots: bool = True, log=None) -> dict:
+    "Write summary.json (and the plots) of a run folder; the summary. Says on `log` (stderr) when plots are skipped."
+    d = run_folder(run_dir)
+    m = run_metrics(run_dir)
     (d / 'summary.json').write_text(json.dumps(m, indent=1), encoding='utf-8')
     if plots:
-        try: save_plots(d)
-        except ImportError: pass
+        try: save_plots(run_dir)
+        except ImportError: print(PLOTS_MISSING, file=log or sys.stderr, flush=True)
     return m
 
 # %% ../nbs/13_eval.ipynb #5c017174

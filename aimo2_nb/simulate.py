@@ -168,9 +168,11 @@ def from_csv(path: str | Path) -> list[RecQuestion]:
             for qid, q in qs.items()]
 
 def load_input(path: str | Path) -> list[RecQuestion]:
-    "Questions from a trace (`.jsonl`) or an answers table (`.csv`); a folder means its `trace.jsonl`."
+    "Questions from a trace (`.jsonl`), an answers table (`.csv`) or a run folder (its trace: `find_trace`)."
     p = Path(path)
-    if p.is_dir(): p = p / 'trace.jsonl'
+    if p.is_dir():
+        try: p = T.find_trace(p)
+        except FileNotFoundError as e: raise SimInputError(str(e)) from None
     if p.suffix.lower() == '.csv': return from_csv(p)
     if p.suffix.lower() in ('.jsonl', '.json'): return from_trace(p)
     raise SimInputError(f"{p}: expected a .jsonl trace or a .csv answers table")

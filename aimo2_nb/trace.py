@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import ClassVar, Iterable
 
 # %% auto #0
-__all__ = ['EVENTS', 'event', 'QuestionStart', 'Tick', 'Answer', 'CodeStart', 'CodeDone', 'SampleStop', 'SampleEnd',
-           'QuestionStop', 'Vote', 'QuestionEnd', 'Error', 'EngineLoad', 'to_json', 'from_json', 'TraceWriter',
-           'read_events', 'by_question', 'trace_frame']
+__all__ = ['EVENTS', 'TRACE_NAMES', 'event', 'QuestionStart', 'Tick', 'Answer', 'CodeStart', 'CodeDone', 'SampleStop',
+           'SampleEnd', 'QuestionStop', 'Vote', 'QuestionEnd', 'Error', 'EngineLoad', 'to_json', 'from_json',
+           'TraceWriter', 'read_events', 'by_question', 'find_trace', 'is_run', 'trace_frame']
 
 # %% ../nbs/07_trace.ipynb #cf4bfb8a
 EVENTS: dict[str, type] = {}
@@ -148,6 +148,23 @@ def by_question(events: Iterable) -> dict[str, list]:
     out: dict[str, list] = {}
     for e in events: out.setdefault(e.qid, []).append(e)
     return out
+
+# %% ../nbs/07_trace.ipynb #a7b06ead
+TRACE_NAMES = ('traces.jsonl', 'trace.jsonl')  # eval and solve write the first, the submission the second
+
+def find_trace(path: str | Path) -> Path:
+    "The trace of a run: `path` if it is a file, else the trace file inside run folder `path`."
+    p = Path(path)
+    if p.is_file(): return p
+    if not p.is_dir(): raise FileNotFoundError(f"{p}: not a run folder or a trace (not found)")
+    found = next((p / n for n in TRACE_NAMES if (p / n).is_file()), None)
+    if found is None: raise FileNotFoundError(f"{p}: not a run folder (no {' or '.join(TRACE_NAMES)})")
+    return found
+
+def is_run(path: str | Path) -> bool:
+    "Whether `path` is a trace file or a run folder holding one."
+    try: find_trace(path); return True
+    except FileNotFoundError: return False
 
 # %% ../nbs/07_trace.ipynb #6403bc47
 def trace_frame(events: Iterable):

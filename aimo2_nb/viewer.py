@@ -10,7 +10,7 @@ from typing import Any, Sequence
 from . import trace as T
 
 # %% auto #0
-__all__ = ['CSS', 'esc', 'lanes', 'spark', 'lane_html', 'trace_html', 'run_html', 'export_html', 'TraceViewer']
+__all__ = ['CSS', 'esc', 'lanes', 'spark', 'lane_html', 'trace_html', 'run_score', 'run_html', 'export_html', 'TraceViewer']
 
 # %% ../nbs/14_viewer.ipynb #6422885c
 def esc(x: Any) -> str:
@@ -54,28 +54,36 @@ def lanes(events: Sequence) -> list[dict]:
     return out
 
 # %% ../nbs/14_viewer.ipynb #8db37ec5
-def spark(L: dict, t_max: float, tok_max: int, gold: int | None, qstop_t: float | None, w: int = 560, h: int = 46) -> str:
-    "An inline SVG of one sample's tokens over time, with its answers, code runs and the stops."
-    X = lambda t: 4 + (w - 8) * (t / t_max if t_max > 0 else 0)
-    Y = lambda k: h - 4 - (h - 8) * (k / tok_max if tok_max > 0 else 0)
+def spark(L: dict, t_max: float, tok_max: int, gold: int | None, qstop_t: float | None, w: int = 560, h: int = 64) -> str:
+    "An inline SVG of one sample's tokens (up) over seconds (across), with labelled axes, its answers, code runs and stops."
+    ml, mr, mt, mb = 52, 8, 6, 16  # margins that hold the tick labels
+    X = lambda t: ml + (w - ml - mr) * (t / t_max if t_max > 0 else 0)
+    Y = lambda k: h - mb - (h - mb - mt) * (k / tok_max if tok_max > 0 else 0)
     pts = L['curve']
     if len(pts) > 300: pts = pts[::len(pts) // 300 + 1] + [pts[-1]]  # enough for 560 pixels
     parts = [f'<svg class="spark" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" '
              f'aria-label="tokens over time of sample {L["sample"]}">',
-             f'<rect x="0" y="0" width="{w}" height="{h}" class="spark-bg"/>',
+             f'<rect x="{ml}" y="{mt}" width="{w - ml - mr}" height="{h - mt - mb}" class="spark-bg"/>',
+             f'<g class="axes"><line class="axis y-axis" x1="{ml}" x2="{ml}" y1="{mt}" y2="{h - mb}"/>'
+             f'<line class="axis x-axis" x1="{ml}" x2="{w - mr}" y1="{h - mb}" y2="{h - mb}"/>'
+             f'<text class="tick y-max" x="{ml - 3}" y="{mt + 8}" text-anchor="end">{tok_max:,} tok</text>'
+             f'<text class="tick y-min" x="{ml - 3}" y="{h - mb}" text-anchor="end">0</text>'
+             f'<text class="tick x-min" x="{ml}" y="{h - 3}">0s</text>'
+             f'<text class="axis-label" x="{(ml + w - mr) / 2:.0f}" y="{h - 3}" text-anchor="middle">seconds</text>'
+             f'<text class="tick x-max" x="{w - mr}" y="{h - 3}" text-anchor="end">{_fmt_t(t_max)}</text></g>',
              '<polyline class="spark-line" points="' + ' '.join(f"{X(t):.1f},{Y(k):.1f}" for t, k in pts) + '"/>']
     if qstop_t is not None:
-        parts.append(f'<line class="qstop-line" x1="{X(qstop_t):.1f}" x2="{X(qstop_t):.1f}" y1="0" y2="{h}"/>')
+        parts.append(f'<line class="qstop-line" x1="{X(qstop_t):.1f}" x2="{X(qstop_t):.1f}" y1="{mt}" y2="{h - mb}"/>')
     for e in L['events']:
         if e.kind == 'answer':
-            ok = 'right' if gold is not None and e.value == gold else 'wrong'
+            ok = 'ungraded' if gold is None else 'right' if e.value == gold else 'wrong'
             parts.append(f'<circle class="mark-answer {ok}" cx="{X(e.t):.1f}" cy="{Y(e.tokens):.1f}" r="4">'
                          f'<title>{esc(e.source)} answer {esc(e.value)} at {_fmt_t(e.t)}, {e.tokens} tokens</title></circle>')
         elif e.kind == 'code_start':
             parts.append(f'<rect class="mark-code" x="{X(e.t) - 3:.1f}" y="{Y(e.tokens) - 3:.1f}" width="6" height="6">'
                          f'<title>code block {e.block} at {_fmt_t(e.t)}</title></rect>')
         elif e.kind == 'sample_stop':
-            parts.append(f'<line class="sstop-line" x1="{X(e.t):.1f}" x2="{X(e.t):.1f}" y1="{h / 2:.0f}" y2="{h}">'
+            parts.append(f'<line class="sstop-line" x1="{X(e.t):.1f}" x2="{X(e.t):.1f}" y1="{(h - mb + mt) / 2:.0f}" y2="{h - mb}">'
                          f'<title>stopped: {esc(e.reason)}</title></line>')
     return ''.join(parts) + '</svg>'
 
@@ -161,8 +169,9 @@ pre{white-space:pre-wrap;word-break:break-word;max-height:320px;overflow:auto;ba
 border-radius:4px;font:12px/1.35 ui-monospace,SFMono-Regular,Menlo,monospace;margin:3px 0}.stderr{color:#a00}
 .label{font-size:11px;color:#666}.sample-text summary{cursor:pointer;color:#0b57d0;font-size:13px}
 .after-stop{background:#fff1c2;color:#6b5500}.spark-bg{fill:#fafbfc}.spark-line{fill:none;stroke:#555;stroke-width:1.5}
-.mark-answer.right{fill:#1e8e3e}.mark-answer.wrong{fill:#d93025}.mark-code{fill:#ff7f0e}
-.qstop-line{stroke:#8a4b00;stroke-dasharray:4 3}.sstop-line{stroke:#d93025;stroke-width:2}
+.mark-answer.right{fill:#1e8e3e}.mark-answer.wrong{fill:#d93025}.mark-answer.ungraded{fill:#57606a}.mark-code{fill:#ff7f0e}
+.qstop-line{stroke:#8a4b00;stroke-dasharray:4 3}.spark .axis{stroke:#8c959f;stroke-width:1}
+.spark text{font:10px system-ui,sans-serif;fill:#57606a}.sstop-line{stroke:#d93025;stroke-width:2}
 .run-index{border-collapse:collapse;font:13px system-ui,sans-serif;margin:8px auto 24px}.run-index td,.run-index th{border:1px solid #ddd;
 padding:3px 8px}.run-index tr.wrong td.ans{color:#b3261e}.run-index tr.correct td.ans{color:#137333}
 body{margin:16px}h1{font:600 20px system-ui,sans-serif;text-align:center}
@@ -230,11 +239,19 @@ def _results(run_dir: Path) -> dict[str, dict]:
             if isinstance(r, dict): out.setdefault(str(r.get('id')), r)
     return out
 
+def run_score(rows: Sequence[str]) -> str:
+    "The page heading's count: correct out of the questions that have a gold answer, and how many have none."
+    ok, graded = sum('class="correct"' in r for r in rows), sum('class="correct"' in r or 'class="wrong"' in r for r in rows)
+    n = len(rows) - graded
+    ungraded = f"{n} question{'s' * (n != 1)} without a gold answer"
+    if not graded: return ungraded
+    return f"{ok}/{graded} correct" + (f", {ungraded}" if n else '')
+
 def run_html(run_dir: str | Path) -> str:
     "A static HTML page of a run folder: a question index and every question's trace."
-    d = Path(run_dir)
-    if not (d / 'traces.jsonl').is_file(): raise FileNotFoundError(f"{d}: not a run folder (no traces.jsonl)")
-    qs = T.by_question(T.read_events(d / 'traces.jsonl'))
+    tp = T.find_trace(run_dir)  # any run folder (eval, solve, the submission) or a trace file
+    d = tp.parent
+    qs = T.by_question(T.read_events(tp))
     res = _results(d)
     rows = []
     for qid, evs in qs.items():
@@ -247,12 +264,11 @@ def run_html(run_dir: str | Path) -> str:
                     f'<td class="ans">{esc(end.answer if end else "")}</td><td>{esc(gold)}</td>'
                     f'<td>{esc(end.reason if end else "")}</td><td>{_fmt_t(end.t if end else None)}</td>'
                     f'<td>{end.tokens if end else ""}</td></tr>')
-    n_ok = sum('class="correct"' in r for r in rows)
     title = d.resolve().name
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; style-src \'unsafe-inline\'; img-src data:">'
             f'<title>{esc(title)}</title><style>{CSS}</style></head><body>'
-            f'<h1>{esc(title)}: {n_ok}/{len(rows)} correct</h1>'
+            f'<h1>{esc(title)}: {run_score(rows)}</h1>'
             '<table class="run-index"><tr><th>question</th><th>answer</th><th>gold</th><th>stop</th><th>time</th><th>tokens</th></tr>'
             + ''.join(rows) + '</table>\n'
             + '\n'.join(trace_html(evs, style=False) for evs in qs.values()) + '</body></html>\n')
@@ -269,8 +285,8 @@ def _run_dirs(runs) -> list[Path]:
     items = [runs] if isinstance(runs, (str, Path)) else list(runs)
     out = []
     for r in map(Path, items):
-        if (r / 'traces.jsonl').is_file(): out.append(r)
-        elif r.is_dir(): out += sorted(p for p in r.iterdir() if (p / 'traces.jsonl').is_file())
+        if T.is_run(r): out.append(r)
+        elif r.is_dir(): out += sorted(p for p in r.iterdir() if p.is_dir() and T.is_run(p))
     return out
 
 class TraceViewer:
@@ -278,7 +294,7 @@ class TraceViewer:
     def __init__(self, runs: str | Path | Sequence = '.'):
         import ipywidgets as W
         self.runs = _run_dirs(runs)
-        if not self.runs: raise FileNotFoundError(f"no run folder (with traces.jsonl) in {runs!r}")
+        if not self.runs: raise FileNotFoundError(f"no run folder (with {' or '.join(T.TRACE_NAMES)}) in {runs!r}")
         self.events: dict[str, list] = {}
         self.run = W.Dropdown(options=[(p.name, str(p)) for p in self.runs], description='run')
         self.question = W.Dropdown(options=[], description='question')
@@ -290,7 +306,7 @@ class TraceViewer:
 
     def load(self, run_dir: str) -> None:
         "Read a run's traces and list its questions."
-        self.events = T.by_question(T.read_events(Path(run_dir) / 'traces.jsonl'))
+        self.events = T.by_question(T.read_events(T.find_trace(run_dir)))
         self.question.options = list(self.events)
         if self.events: self.show(self.question.value)
 

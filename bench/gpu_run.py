@@ -161,7 +161,7 @@ def run_solver(eng, args, deadline: float) -> dict:
     from aimo2_nb.config import RunConfig, SpeedConfig, Tier
     from aimo2_nb.solver import Solver
     path = GPU_DIR / 'aimo2_reference.csv'
-    if not path.exists(): path = ROOT.parent / 'shared' / 'data' / 'aimo2_reference.csv'
+    if not path.exists(): path = ROOT / 'aimo2_nb' / 'problems' / 'aimo2_reference.csv'
     rows = list(csv.DictReader(open(path, encoding='utf-8')))[:args.questions]
     left = deadline - time.time() - 10
     per_q = max(3.0, min(args.solver_limit, left / max(1, len(rows)) - 1.5))

@@ -171,7 +171,7 @@ def test_cli_eval_bad_input_exits_2(tmp_path, capsys):
     bad = tmp_path / 'bad.yaml'; bad.write_text('sampling: {top_p: 7}\n')
     eng = tmp_path / 'eng.yaml'; eng.write_text('engine: {kind: vllm}\n')
     (tmp_path / 'nocol.csv').write_text('id,text\n1,x\n')
-    cases = [([str(tmp_path / 'none.csv'), '--config', str(good), '--out', str(tmp_path / 'o')], 'questions file not found'),
+    cases = [([str(tmp_path / 'none.csv'), '--config', str(good), '--out', str(tmp_path / 'o')], 'question CSV: file not found'),
              ([str(tmp_path / 'nocol.csv'), '--config', str(good), '--out', str(tmp_path / 'o')], "missing column 'question'"),
              ([str(csv), '--config', str(bad), '--out', str(tmp_path / 'o')], 'sampling.top_p'),
              ([str(csv), '--config', str(eng), '--out', str(tmp_path / 'o')], "engine.kind: expected one of"),

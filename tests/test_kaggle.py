@@ -17,8 +17,11 @@ from aimo2_nb.cli_kaggle import cli_build
 
 ROOT = Path(__file__).resolve().parents[1]
 STUBS = ROOT / 'tests' / 'stubs'
-REFERENCE = ROOT.parent / 'shared' / 'data' / 'aimo2_reference.csv'
-needs_reference = pytest.mark.skipif(not REFERENCE.is_file(), reason=f'{REFERENCE} not found (../shared/data)')
+REFERENCE = ROOT / 'aimo2_nb' / 'problems' / 'aimo2_reference.csv'  # shipped with the project: never skipped
+
+
+def test_reference_problems_are_shipped():
+    assert REFERENCE.is_file(), f'{REFERENCE} is missing: the project ships the reference problems'
 
 RUNNER = r'''
 import sys, time
@@ -150,7 +153,6 @@ def check_submission(cwd: Path, csv: Path, modulus: int = 1000) -> pl.DataFrame:
     return sub
 
 
-@needs_reference
 def test_reference_run_scripted(tmp_path):
     cfg = scripted_config(tmp_path, {'kind': 'scripted'})
     p, secs = run_notebook(ROOT / 'submission' / NOTEBOOK_FILE, tmp_path, cfg, REFERENCE)
@@ -163,7 +165,6 @@ def test_reference_run_scripted(tmp_path):
     assert secs < 120
 
 
-@needs_reference
 def test_scoring_rerun_serves(tmp_path):
     cfg = scripted_config(tmp_path, {'kind': 'scripted', 'answer': 391})
     p, _ = run_notebook(ROOT / 'submission' / NOTEBOOK_FILE, tmp_path, cfg, tmp_path / 'unused.csv',
@@ -180,7 +181,6 @@ FAULTS = {  # fault -> longest acceptable run (s): startup + 10 questions
 }
 
 
-@needs_reference
 @pytest.mark.parametrize('fault', sorted(FAULTS))
 def test_faults_still_answer_every_row_in_time(tmp_path, fault):
     cfg = scripted_config(tmp_path, {'kind': 'scripted', 'fault': fault}, timeout_s=1.2, load_timeout_s=2.0)
