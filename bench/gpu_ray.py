@@ -46,7 +46,7 @@ def setup(args):
     "The questions CSV, the run config and the engine spec of the workload."
     from aimo2_nb.config import RunConfig, SpeedConfig, Tier
     src = GPU_DIR / 'aimo2_reference.csv'
-    if not src.exists(): src = ROOT.parent / 'shared' / 'data' / 'aimo2_reference.csv'
+    if not src.exists(): src = ROOT / 'aimo2_nb' / 'problems' / 'aimo2_reference.csv'
     csv = Path(args.log_dir) / 'questions.csv'
     if src.exists(): csv.write_text(src.read_text(encoding='utf-8'), encoding='utf-8')
     else: csv.write_text('id,question,answer\n' + ''.join(f'q{i},What is {i}+{i}? Think hard.,{2 * i}\n' for i in range(10)))
