@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from aimo2_nb.cli import main, solve_rows
-from aimo2_nb.config import RunConfig, PromptConfig, PromptSpec, SpeedConfig, Tier, save_config
+from aimo2_nb.config import RunConfig, PromptConfig, PromptSpec, SpeedConfig, Tier
 from aimo2_nb.engines.replay import TimedEngine, ScriptedExecutor, say
 from aimo2_nb import eval as E
 from aimo2_nb import trace as T
