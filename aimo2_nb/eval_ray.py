@@ -169,7 +169,7 @@ class LocalPool:
         "Every handle's outcome (they are all finished)."
         return [(h, h.status, h.value) for h in handles]
     def replace(self, slot: int) -> None: pass
-    def close(self) -> None: self.worker.close()
+    def close(self, graceful: bool = False) -> None: self.worker.close()
 
 # %% ../nbs/13a_eval_ray.ipynb #9958342c
 def _open_units_folder(out: Path, cfg: RunConfig, qs: list, units: list[Unit], plan: EvalPlan, csv_path, engine) -> None:
@@ -337,16 +337,16 @@ def evaluate_units(csv: str | Path, config: RunConfig, engine: dict | Callable, 
     todo = [u for u in units if recs.get(u.name, {}).get('status') != 'ok']
     if todo:
         bar = UnitProgress(len(units), len(units) - len(todo), progress)
-        started, pool = False, None
+        started, pool, ok = False, None, False
         try:
             if ray_address is None: pool = LocalPool(engine, cfg, qs)
             else:
                 started = ray_start(ray_address, workers, gpus_per_worker, cpus_per_worker)
                 pool = RayPool(engine, cfg, qs, workers, gpus_per_worker, cpus_per_worker, max_workers=len(todo))
-            drive(todo, pool, out, plan.retries, bar)
-        finally:
+            drive(todo, pool, out, plan.retries, bar); ok = True
+        finally:  # after an error or Ctrl-C the workers are killed at once, units in flight and all
             bar.close()
-            if pool is not None: pool.close()
+            if pool is not None: pool.close(graceful=ok)
             if started: ray_stop()
     if len(unit_records(out)) == len(units): merge_order(out, units)
     m = E.finish_run(out, plots)
@@ -420,8 +420,11 @@ class RayPool:
         except Exception: pass  # it may be gone already: that is why it is replaced
         self.actors[slot] = self._new(slot)
 
-    def close(self) -> None:
-        "Stop every worker (their engines go with their processes)."
+    def close(self, graceful: bool = False) -> None:
+        "Stop every worker; `graceful` first lets idle workers free their engines (child processes included)."
+        if graceful:
+            try: self.ray.wait([a.close.remote() for a in self.actors], num_returns=len(self.actors), timeout=60)
+            except Exception: pass
         for a in self.actors:
             try: self.ray.kill(a, no_restart=True)
             except Exception: pass  # stopping: a worker that is already gone is what we want

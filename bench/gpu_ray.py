@@ -17,7 +17,7 @@ Ray on the GPU image (cp312, no network): `bash bench/gpu_ray_prep.sh` on the de
 trimmed to its core: no Java jar, no dashboard UI; 8 dependency wheels); the device command extracts it into .site.
 """
 from __future__ import annotations
-import argparse, datetime, functools, json, os, platform, signal, subprocess, sys, tempfile, time, traceback
+import argparse, datetime, functools, json, os, signal, subprocess, sys, time, traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -160,27 +160,30 @@ def test_worker_always_dies_unit_failed_with_reason(cluster, tmp_path):
     from aimo2_nb.cli import main
     assert main(['report', str(tmp_path / 'ray')]) == 0  # report reads the folder as it is
 
+class Marking(ScriptedEngine):
+    "A slow scripted engine (real clock) that writes the name of its actor to `marker` when a question starts."
+    def __init__(self, marker: str): super().__init__(delay_s=0.3, tok_s=200, clock=RealClock()); self.marker = marker
+    def start(self, requests):
+        if not os.path.exists(self.marker):
+            Path(self.marker + '.tmp').write_text(ray.get_runtime_context().get_actor_name() or ''); os.replace(self.marker + '.tmp', self.marker)
+        return super().start(requests)
+
 def test_ray_kill_worker_mid_run(cluster, tmp_path):
     "ray.kill of a worker while it holds a unit: a new worker takes the unit again, nothing is lost or doubled."
-    csv, plan = write_csv(tmp_path / 'q.csv', 3), R.EvalPlan(repeats=4)
-    slow = lambda: ScriptedEngine(delay_s=0.3, tok_s=200, clock=RealClock())  # ~0.5 s a question on a real clock
+    csv, plan, marker = write_csv(tmp_path / 'q.csv', 3), R.EvalPlan(repeats=4), str(tmp_path / 'started')
     killed = []
     def killer():
         t0 = time.monotonic()
-        while time.monotonic() - t0 < 60 and not killed:
-            names = [a['name'] for a in ray.util.list_named_actors(all_namespaces=True)]
-            mine = [n for n in names if n.startswith(f'aimo2-eval-{os.getpid()}-w0-')]
-            if mine and (tmp_path / 'ray' / 'meta.json').exists():
-                time.sleep(1.0)  # inside its first unit
-                ray.kill(ray.get_actor(mine[0], namespace='aimo2')); killed.append(mine[0])
-            time.sleep(0.1)
+        while time.monotonic() - t0 < 120 and not os.path.exists(marker): time.sleep(0.05)
+        name = Path(marker).read_text()
+        ray.kill(ray.get_actor(name, namespace='aimo2')); killed.append(name)
     th = threading.Thread(target=killer, daemon=True); th.start()
-    m = run(csv, tmp_path / 'ray', slow, plan, 'auto', workers=2)
+    m = run(csv, tmp_path / 'ray', lambda: Marking(marker), plan, 'auto', workers=2)
     th.join(5)
-    assert killed
+    assert killed and killed[0].startswith(f'aimo2-eval-{os.getpid()}-w')
     recs = E.read_jsonl(tmp_path / 'ray' / 'units.jsonl')
     assert len(recs) == 4 and all(r['status'] == 'ok' for r in recs)
-    assert sum(r['attempts'] for r in recs) == 5
+    assert sum(r['attempts'] for r in recs) == 5  # one unit ran twice: the killed one
     assert m['questions'] == 12 and len((tmp_path / 'ray' / 'results.jsonl').read_text().splitlines()) == 12
 
 # ---------------------------------------------------------------- a killed driver
