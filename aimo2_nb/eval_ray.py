@@ -424,7 +424,7 @@ class RayPool:
         "Stop every worker; `graceful` first lets idle workers free their engines (child processes included)."
         if graceful:
             try: self.ray.wait([a.close.remote() for a in self.actors], num_returns=len(self.actors), timeout=60)
-            except Exception: pass
+            except Exception: pass  # a worker that cannot close is killed next all the same
         for a in self.actors:
             try: self.ray.kill(a, no_restart=True)
             except Exception: pass  # stopping: a worker that is already gone is what we want
