@@ -8,7 +8,7 @@ import argparse, csv, importlib, logging, sys, time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
-from .core import ConfigError, problem_csv
+from .core import ConfigError, problem_csv, show_logs
 from .config import RunConfig, load_config, profile, to_dict, config_hash, PROFILES
 
 # %% auto #0
@@ -65,28 +65,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aimo2 {cmd}: interrupted", file=sys.stderr); return 130
 
 # %% ../nbs/10_cli.ipynb #aa583401
-class _Lines(logging.StreamHandler):
-    "Plain message lines on the stream `sys.stderr` is when a message comes (so redirections and captures see it)."
-    aimo2_lines = True  # found by this mark, not by class: `python -m aimo2_nb.cli` has a second copy of this module
-    def __init__(self): super().__init__(); self.setFormatter(logging.Formatter('%(message)s'))
-    @property
-    def stream(self): return sys.stderr
-    @stream.setter
-    def stream(self, _): pass
-
 @contextmanager
 def reporting(quiet: bool = False):
     "Show the library's log messages (info and up; only warnings if `quiet`) on stderr inside the block."
     lg = logging.getLogger('aimo2_nb')
-    ours = next((h for h in lg.handlers if getattr(h, 'aimo2_lines', False)), None)
-    added = ours is None
-    if added: ours = _Lines(); lg.addHandler(ours)
-    old = lg.level, lg.propagate
-    lg.setLevel(logging.WARNING if quiet else logging.INFO); lg.propagate = False
+    before = list(lg.handlers), lg.level, lg.propagate
+    show_logs('stderr', logging.WARNING if quiet else logging.INFO)
     try: yield
-    finally:
-        lg.setLevel(old[0]); lg.propagate = old[1]
-        if added: lg.removeHandler(ours)
+    finally: lg.handlers[:] = before[0]; lg.setLevel(before[1]); lg.propagate = before[2]
 
 # %% ../nbs/10_cli.ipynb #1ff0914e
 def add_config_args(p: argparse.ArgumentParser, default_profile: str = 'cpu') -> None:

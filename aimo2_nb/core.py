@@ -4,13 +4,13 @@
 
 # %% ../nbs/00_core.ipynb #5404b13e
 from __future__ import annotations
-import math, threading, time
+import logging, math, sys, threading, time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
 # %% auto #0
 __all__ = ['PROBLEMS', 'patch', 'ConfigError', 'check', 'check_range', 'check_choice', 'problem_csv', 'Clock', 'RealClock',
-           'VirtualClock', 'project_root']
+           'VirtualClock', 'project_root', 'LogLines', 'show_logs']
 
 # %% ../nbs/00_core.ipynb #5e36410b
 def patch(f: Callable) -> Callable:
@@ -82,3 +82,24 @@ def project_root(start: Path | None = None) -> Path:
     for d in (p, *p.parents):
         if (d / 'settings.ini').exists(): return d
     raise FileNotFoundError(f"no settings.ini above {p}")
+
+# %% ../nbs/00_core.ipynb #938ed6f2
+class LogLines(logging.StreamHandler):
+    "Plain message lines on `sys.stdout` or `sys.stderr`, whichever object it is when a message comes."
+    aimo2_lines = True  # found by this mark, not by class: `python -m aimo2_nb.cli` loads a second copy of a module
+    def __init__(self, stream: str = 'stderr'):
+        super().__init__(); self.which = stream; self.setFormatter(logging.Formatter('%(message)s'))
+    @property
+    def stream(self): return getattr(sys, self.which)
+    @stream.setter
+    def stream(self, _): pass  # always the current sys.stdout / sys.stderr (so redirections and captures see it)
+
+def show_logs(stream: str = 'stderr', level: int = logging.INFO) -> LogLines:
+    "Show aimo2_nb's log messages from `level` up as plain lines on `stream` ('stdout' or 'stderr')."
+    check_choice(stream, 'stream', ('stdout', 'stderr'))
+    lg = logging.getLogger('aimo2_nb')
+    h = next((h for h in lg.handlers if getattr(h, 'aimo2_lines', False)), None)
+    if h is None: h = LogLines(stream); lg.addHandler(h)
+    h.which = stream
+    lg.setLevel(level); lg.propagate = False
+    return h

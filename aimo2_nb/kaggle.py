@@ -237,14 +237,14 @@ def clean_answer(value: Any, modulus: int, fallback: int = 0) -> int:
         if isinstance(value, bool): raise TypeError
         v = int(value)
         if v == value and 0 <= v < modulus: return v
-    except Exception: pass
+    except Exception: pass  # not an integer: the fallback
     return int(fallback) % modulus
 
 def first_value(s: Any) -> Any:
     "The first value of a polars/pandas Series, a list, or a scalar."
     if hasattr(s, 'item') and hasattr(s, '__len__'):
         try: return s.item(0) if len(s) else None
-        except Exception: pass
+        except Exception: pass  # not a series after all: the shapes below
     if hasattr(s, 'iloc'): return s.iloc[0] if len(s) else None
     if isinstance(s, (list, tuple)): return s[0] if s else None
     return s
@@ -278,11 +278,9 @@ class _LazyExecutor:
 
 class Server:
     "The serving state of one notebook run."
-    def __init__(self, sub: SubmissionConfig, start: float | None = None, clock: Clock | None = None,
-                 log: Callable[[str], None] | None = None):
+    def __init__(self, sub: SubmissionConfig, start: float | None = None, clock: Clock | None = None):
         self.sub, self.cfg, self.clock = sub, sub.run, clock or RealClock()
         self.start = self.clock.now() if start is None else start  # budget start, on `clock`
-        self.log = log or (lambda m: print(m, flush=True))
         self.engine: Any = None
         self.executor = _LazyExecutor(self.cfg.executor)
         self.load_error: str | None = None
@@ -342,7 +340,7 @@ def _kill_new_children(before: set) -> list[int]:
     for p in multiprocessing.active_children():
         if p.pid in before: continue
         try: p.kill(); p.join(5); killed.append(p.pid)
-        except Exception as e: logging.getLogger(__name__).warning(f"could not kill worker {p.pid}: {e}")
+        except Exception as e: _log.warning(f"could not kill worker {p.pid}: {e}")
     return killed
 
 def _free_memory() -> None:
@@ -351,7 +349,7 @@ def _free_memory() -> None:
     torch = sys.modules.get('torch')
     try:
         if torch is not None and torch.cuda.is_available(): torch.cuda.empty_cache()
-    except Exception as e: logging.getLogger(__name__).warning(f"empty_cache failed: {e}")
+    except Exception as e: _log.warning(f"empty_cache failed: {e}")
 
 @patch
 def _record_load(self: Server, n: int, settings: dict, why: str, ok: bool, secs: float, backend: str = '', error: str | None = None,
@@ -360,11 +358,11 @@ def _record_load(self: Server, n: int, settings: dict, why: str, ok: bool, secs:
     ev = EngineLoad('', round(self.clock.now() - self.start, 3), n, str(settings.get('kind', 'llamacpp')), ok, round(secs, 3),
                     why, backend, error, {k: v for k, v in settings.items() if k != 'kind'})
     self.loads.append(ev)
-    self.log(f"engine {name} ready in {secs:.1f}s (load {n}, {why}" + (f", backend {backend})" if backend else ')') if ok
+    _log.info(f"engine {name} ready in {secs:.1f}s (load {n}, {why}" + (f", backend {backend})" if backend else ')') if ok
              else f"engine load {n} ({why}): failed after {secs:.1f}s: {error}")
     try:
         w = TraceWriter(self.sub.serve.trace_path or None); w.add(ev); w.flush()
-    except Exception as e: self.log(f"trace write failed: {type(e).__name__}: {e}")
+    except Exception as e: _log.warning(f"trace write failed: {type(e).__name__}: {e}")
 
 @patch
 def _on_engine_lost(self: Server, signum=None, frame=None) -> None:
@@ -374,7 +372,7 @@ def _on_engine_lost(self: Server, signum=None, frame=None) -> None:
     if rebuild:  # questions wait (within their own limits) for the rebuilt engine instead of racing through
         self.attempt_deadline = self.clock.now() + self.sub.serve.load_timeout_s
         self.settled.clear()
-    self.log(f"engine lost: {self.engine_lost}; " + ('rebuilding it' if rebuild else 'questions get the fallback'))
+    _log.warning(f"engine lost: {self.engine_lost}; " + ('rebuilding it' if rebuild else 'questions get the fallback'))
 
 @patch
 def build_engine(self: Server, ladder: list[tuple[dict, str]] | None = None) -> None:
@@ -384,12 +382,12 @@ def build_engine(self: Server, ladder: list[tuple[dict, str]] | None = None) -> 
     serve, reserve = self.sub.serve, self.cfg.budget.reserve_s
     try:
         settings = engine_settings(self.sub)
-        if settings.get('kind') == 'lmdeploy': self.log(install_wheels(serve))
+        if settings.get('kind') == 'lmdeploy': _log.info(install_wheels(serve))
         for n, (s, why) in enumerate(ladder or load_ladder(settings, serve.load_attempts), 1):
             room = self.time_left() - reserve
             if room < serve.min_load_s:
                 self.load_error = (self.load_error or 'no engine') + f"; no time left for load attempt {n} ({room:.0f}s)"
-                self.log(self.load_error); break
+                _log.warning(self.load_error); break
             limit = min(serve.load_timeout_s, room)
             before, t0 = {p.pid for p in multiprocessing.active_children()}, time.monotonic()
             self.attempt_deadline = self.clock.now() + limit
@@ -413,7 +411,7 @@ def build_engine(self: Server, ladder: list[tuple[dict, str]] | None = None) -> 
             return
     except BaseException as e:
         self.load_error = f"{type(e).__name__}: {e}"
-        self.log(f"engine load failed: {self.load_error}")
+        _log.warning(f"engine load failed: {self.load_error}")
     finally:
         self.attempt_deadline = float('inf')
         self.settled.set()
@@ -427,7 +425,7 @@ def _build(self: Server, settings: dict) -> Any:
     warm = getattr(eng, 'warm_up', None)
     if callable(warm):
         n = max(t.samples for t in self.cfg.speed.tiers)
-        self.log(f"engine warm-up: {warm(build_requests('Warm-up: what is 1 + 1?', self.cfg, n))}")
+        _log.info(f"engine warm-up: {warm(build_requests('Warm-up: what is 1 + 1?', self.cfg, n))}")
     return eng
 
 # %% ../nbs/16_kaggle.ipynb #446a553a
@@ -465,7 +463,7 @@ def solve(self: Server, question: str, qid: str, call_start: float, first: bool,
 def _abort_all(self: Server) -> None:
     "Abort every sample of the engine (run in its own thread: it may hang too)."
     try: self.engine.abort_all()
-    except BaseException as e: self.log(f"abort_all failed: {type(e).__name__}: {e}")
+    except BaseException as e: _log.warning(f"abort_all failed: {type(e).__name__}: {e}")
 
 # %% ../nbs/16_kaggle.ipynb #db76e188
 @patch
@@ -484,7 +482,7 @@ def wait_engine(self: Server, first: bool, call_start: float) -> None:
         now = self.clock.now()
         if now >= end or now >= self.attempt_deadline + grace + 5.0:
             self.load_error = self.load_error or f"engine still loading after {now - call_start:.0f}s"
-            self.log(f"{self.load_error}: answering with the fallback meanwhile"); return
+            _log.warning(f"{self.load_error}: answering with the fallback meanwhile"); return
 @patch
 def predict(self: Server, id_: Any, problem: Any, *rest: Any):
     "One protocol call: a one-row DataFrame with the served id and a valid answer; never raises."
@@ -504,8 +502,8 @@ def predict(self: Server, id_: Any, problem: Any, *rest: Any):
         self.done += 1
     secs = self.clock.now() - call_start
     self.results.append(dict(qid=qid, answer=answer, reason=reason, seconds=round(secs, 3)))
-    try: self.log(f"[{self.done}/{self.cfg.budget.n_questions}] {qid}: {answer} ({reason}; {secs:.1f}s, {self.time_left():.0f}s left)")
-    except BaseException: pass
+    try: _log.info(f"[{self.done}/{self.cfg.budget.n_questions}] {qid}: {answer} ({reason}; {secs:.1f}s, {self.time_left():.0f}s left)")
+    except BaseException: pass  # a progress line never costs an answer
     try: return answer_frame(id_, answer)
     except BaseException:
         import pandas as pd
@@ -553,12 +551,12 @@ def shutdown(self: Server) -> None:
     eng, self.engine = self.engine, None
     if eng is not None and callable(getattr(eng, 'close', None)):
         try: eng.close()
-        except BaseException as e: self.log(f"engine close raised {type(e).__name__}: {e} (ignored)")
+        except BaseException as e: _log.warning(f"engine close raised {type(e).__name__}: {e} (ignored)")
     try:
         if self.executor.ex is not None: self.executor.ex.close()
-    except BaseException as e: self.log(f"sandbox close raised {type(e).__name__}: {e} (ignored)")
+    except BaseException as e: _log.warning(f"sandbox close raised {type(e).__name__}: {e} (ignored)")
     killed = _kill_new_children(set())
-    if killed: self.log(f"killed {len(killed)} worker processes left after close: {killed}")
+    if killed: _log.warning(f"killed {len(killed)} worker processes left after close: {killed}")
 
 @patch
 def serve(self: Server, predict: Callable) -> Any:
@@ -579,10 +577,10 @@ def serve(self: Server, predict: Callable) -> Any:
                 self.rebuilds += 1
                 lost, eng, self.engine = self.engine_lost, self.engine, None
                 try: getattr(eng, 'close', lambda: None)()
-                except BaseException as e: self.log(f"closing the lost engine raised {type(e).__name__}: {e} (ignored)")
+                except BaseException as e: _log.warning(f"closing the lost engine raised {type(e).__name__}: {e} (ignored)")
                 _kill_new_children(set())
                 ladder = load_ladder(engine_settings(self.sub), self.sub.serve.load_attempts)[1:]
-                self.log(f"rebuilding the engine ({lost})")
+                _log.warning(f"rebuilding the engine ({lost})")
                 self.build_engine(ladder or None)
     finally:
         self.serving = False

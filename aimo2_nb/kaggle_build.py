@@ -174,8 +174,10 @@ SERVE_CELLS = [
     ('markdown', '## Serve'),
     ('code', """\
 import aimo2_nb, aimo2_nb.kaggle as K
+from aimo2_nb.core import show_logs
 _not_embedded = [n for n, m in sys.modules.items() if n.split('.')[0] == 'aimo2_nb' and not getattr(m, '__file__', '').startswith('<embedded')]
 assert aimo2_nb.__file__ == '<embedded aimo2_nb>' and not _not_embedded, f"not the embedded modules: {_not_embedded}"
+show_logs('stdout')  # what the server reports (aimo2_nb's log) goes to the notebook's output
 CONFIG = K.serving_config(EMBEDDED_CONFIG)
 SERVER = K.Server(CONFIG, start=NOTEBOOK_START)
 print(f"aimo2_nb {aimo2_nb.__version__}: competition {CONFIG.competition.name}, engine {CONFIG.run.engine.get('kind')}, "

@@ -339,7 +339,7 @@ def test_lmdeploy_load_ladder(tmp_path, monkeypatch, turbomind, first_ok):
     model = tmp_path / 'model'; model.mkdir()
     sub = SubmissionConfig(serve=ServeConfig(trace_path=str(tmp_path / 't.jsonl'), prewarm_executor=False, wheels_dataset='', model=''),
                            run=RunConfig(engine={'kind': 'lmdeploy', 'model': str(model), 'tp': 2}))
-    srv = Server(sub, log=lambda m: None)
+    srv = Server(sub)
     srv.build_engine()
     try:
         assert [e.ok for e in srv.loads] == ([True] if first_ok else [False, True])
