@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse, dataclasses, json, shutil, sys, tempfile
 from pathlib import Path
 from .core import ConfigError
+from .cli import GLOSSARY_REF
 from .engines.base import load_engine
 from .eval import EvalError, evaluate, finish_run, read_questions, report_table
 from .eval_ray import EvalPlan, evaluate_units, load_eval_config
@@ -99,6 +100,7 @@ def cli_report(argv: list[str]) -> int:
         print(report_table(a.runs))
     except (ConfigError, EvalError) as e:
         print(f"aimo2 report: error: {e}", file=sys.stderr); return 2
+    print(f"(what the columns mean: {GLOSSARY_REF})", file=sys.stderr)  # stderr: stdout stays one markdown table
     return 0
 
 # %% ../nbs/10a_cli_runs.ipynb #c6a82a3f
