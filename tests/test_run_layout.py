@@ -52,8 +52,7 @@ def write_submission(d: Path) -> Path:
     from aimo2_nb.kaggle import Server, ServeConfig, SubmissionConfig
     work = d / 'kaggle-working'
     run = config(); run.engine = {'kind': 'scripted', 'answer': 42}
-    srv = Server(SubmissionConfig(serve=ServeConfig(trace_path=str(work / 'trace.jsonl'), prewarm_executor=False), run=run),
-                 log=lambda m: None)
+    srv = Server(SubmissionConfig(serve=ServeConfig(trace_path=str(work / 'trace.jsonl'), prewarm_executor=False), run=run))
     for i, q, _ in QUESTIONS: srv.predict(pl.Series('id', [i]), pl.Series('problem', [q]))
     return work
 
