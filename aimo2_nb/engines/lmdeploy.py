@@ -4,7 +4,7 @@
 
 # %% ../../nbs/12_engine_lmdeploy.ipynb #fe98debf
 from __future__ import annotations
-import dataclasses, enum, logging, os, queue, threading, time, warnings
+import dataclasses, enum, logging, os, queue, threading, time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Literal, Sequence, get_args
 from ..core import Clock, ConfigError, RealClock, check, check_choice, check_range, patch
@@ -301,8 +301,8 @@ def load(self: LmdeployEngine) -> Any:
         if self.cfg.require_backend:
             try: pipe.close()
             finally: raise RuntimeError(msg + '; engine.require_backend is set')
-        warnings.warn(msg)
-    log.info(msg)
+        log.warning(msg)
+    else: log.info(msg)
     self.pipe = pipe
     return pipe
 
@@ -340,7 +340,7 @@ def _stream(self: LmdeployEngine, call: _InferCall, prompts: list, gens: list) -
         def _close():
             for s in sessions:
                 try: s.close()
-                except Exception: pass
+                except Exception as e: logging.getLogger(__name__).debug(f"closing a session: {e}")  # it ends anyway
         self._submit(_close)
 
 # %% ../../nbs/12_engine_lmdeploy.ipynb #562f1053
