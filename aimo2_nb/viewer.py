@@ -305,10 +305,11 @@ class TraceViewer:
         self.load(self.run.value)
 
     def load(self, run_dir: str) -> None:
-        "Read a run's traces and list its questions."
+        "Read a run's traces, list its questions and show the first."
         self.events = T.by_question(T.read_events(T.find_trace(run_dir)))
-        self.question.options = list(self.events)
-        if self.events: self.show(self.question.value)
+        self.question.options = list(self.events)  # ipywidgets 8 leaves a new option list with nothing selected
+        self.question.value = next(iter(self.events), None)
+        self.show(self.question.value)
 
     def show(self, qid: str | None) -> None:
         "Render question `qid` of the current run."

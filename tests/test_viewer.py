@@ -86,6 +86,8 @@ def test_widget_switches_runs_and_questions(tmp_path):
     shutil.copytree(FIXTURE, tmp_path / 'a'); shutil.copytree(FIXTURE, tmp_path / 'b')
     v = TraceViewer(tmp_path)
     assert [o[0] for o in v.run.options] == ['a', 'b'] and len(v.question.options) == 10
+    first = v.question.options[0]
+    assert v.question.value == first and f'data-qid="{first}"' in v.html.value  # opens on a question, not blank
     q = v.question.options[-1]
     v.question.value = q
     assert f'data-qid="{q}"' in v.html.value
