@@ -313,14 +313,8 @@ def _grow(self: Deduper, n: int) -> None:
         setattr(self, name, new)
 
 @patch
-def add_chunk(self: Deduper, rows: Sequence[dict], source_no: int = 0) -> list[Decision]:
-    "Decide each row of a chunk (in order) and remember the kept ones."
-    norms = [normalize(r['problem'] if isinstance(r['problem'], str) else str(r['problem'] or '')) for r in rows]
-    sig = self.mh.signatures(norms)
-    ex = np.array([hash64(t) for t in norms], np.uint64)
-    nums = np.array([numbers_key(t) for t in norms], np.uint64)
-    bk = self.band_keys(sig, nums if self.numbers_must_match else None)
-    # earlier chunks: exact hits and LSH candidates, vectorised
+def _earlier_matches(self: Deduper, sig, ex, nums, bk) -> tuple[dict, dict]:
+    "Rows of earlier chunks that a chunk's rows duplicate: exact hits, and near candidates as (similarity, kept row)."
     qi, kv = self.exact.query(ex)
     exact_prev = dict(zip(qi.tolist(), kv.tolist()))
     qi, kv = self.lsh.query(bk.reshape(-1))
@@ -332,8 +326,33 @@ def add_chunk(self: Deduper, rows: Sequence[dict], source_no: int = 0) -> list[D
         ok = sims >= self.threshold
         if self.numbers_must_match: ok &= nums[pairs[:, 0]] == self.nums[pairs[:, 1]]
         for (i, k), s in zip(pairs[ok].tolist(), sims[ok].tolist()): cand_prev.setdefault(i, []).append((s, k))
-    # this chunk, in order
-    local_exact: dict[int, int] = {}
+    return exact_prev, cand_prev
+
+@patch
+def _remember(self: Deduper, rows: Sequence[dict], new: list[int], sig, ex, nums, bk, source_no: int) -> None:
+    "Keep rows `new` of a chunk: their signatures, numbers, ids, and their exact and LSH index entries."
+    base = self.n_kept
+    self._grow(len(new))
+    sl = slice(base, base + len(new))
+    self.nums[sl], self.srcs[sl] = nums[new], source_no
+    for k, row in zip(range(base, base + len(new)), sig[new]):
+        if k % self.BLOCK == 0: self.blocks.append(np.zeros((self.BLOCK, self.mh.num_perm), np.uint32))
+        self.blocks[-1][k % self.BLOCK] = row
+    self.ids.extend(str(rows[i]['id']) for i in new)
+    ords = np.arange(base, base + len(new), dtype=np.int32)
+    self.exact.add(ex[new], ords)
+    self.lsh.add(bk[new].reshape(-1), np.repeat(ords, self.bands))
+
+@patch
+def add_chunk(self: Deduper, rows: Sequence[dict], source_no: int = 0) -> list[Decision]:
+    "Decide each row of a chunk (in order) and remember the kept ones."
+    norms = [normalize(r['problem'] if isinstance(r['problem'], str) else str(r['problem'] or '')) for r in rows]
+    sig = self.mh.signatures(norms)
+    ex = np.array([hash64(t) for t in norms], np.uint64)
+    nums = np.array([numbers_key(t) for t in norms], np.uint64)
+    bk = self.band_keys(sig, nums if self.numbers_must_match else None)
+    exact_prev, cand_prev = self._earlier_matches(sig, ex, nums, bk)
+    local_exact: dict[int, int] = {}  # this chunk, in order: its own exact and near duplicates
     local_bands: dict[int, list[int]] = {}
     decisions, new = [], []
     base = self.n_kept
@@ -354,17 +373,7 @@ def add_chunk(self: Deduper, rows: Sequence[dict], source_no: int = 0) -> list[D
         local_exact[e] = j
         for b in bk[i].tolist(): local_bands.setdefault(b, []).append(j)
         decisions.append(Decision(True))
-    if new:
-        self._grow(len(new))
-        sl = slice(base, base + len(new))
-        self.nums[sl], self.srcs[sl] = nums[new], source_no
-        for k, row in zip(range(base, base + len(new)), sig[new]):
-            if k % self.BLOCK == 0: self.blocks.append(np.zeros((self.BLOCK, self.mh.num_perm), np.uint32))
-            self.blocks[-1][k % self.BLOCK] = row
-        self.ids.extend(str(rows[i]['id']) for i in new)
-        ords = np.arange(base, base + len(new), dtype=np.int32)
-        self.exact.add(ex[new], ords)
-        self.lsh.add(bk[new].reshape(-1), np.repeat(ords, self.bands))
+    if new: self._remember(rows, new, sig, ex, nums, bk, source_no)
     return decisions
 
 # %% ../nbs/20_data.ipynb #f15c275e
@@ -621,6 +630,39 @@ def _fetch(src: Source, want: set, chunk_rows: int) -> tuple[dict, dict]:
     return texts, problems
 
 # %% ../nbs/20_data.ipynb #75c08d2a
+def _select(groups: dict, rule: PairRule, st: PairStats) -> list[tuple]:
+    "(chosen, [rejected candidates]) of each problem that has a pair under `rule`; the others counted by reason."
+    sel = []
+    for gens in groups.values():
+        ch, rej, why, best = candidates(gens, rule)
+        if best is not None: st.best_ratios.append(round(best, 4))
+        if why: st.dropped[why] = st.dropped.get(why, 0) + 1
+        else: sel.append((ch, rej))
+    return sel
+
+def _dissimilar(sel: list[tuple], texts: dict, sim_threshold: float, embedder: Embedder, st: PairStats) -> list[tuple]:
+    "(chosen, rejected, similarity): each chosen with its first candidate less similar than `sim_threshold`."
+    pairs = []
+    for ch, rej in sel:
+        v = embedder.encode([texts[ch.pos]] + [texts[g.pos] for g in rej])
+        sims = v[1:] @ v[0]
+        ok = [k for k, s in enumerate(sims) if s < sim_threshold]
+        if not ok: st.dropped['similarity'] = st.dropped.get('similarity', 0) + 1; continue
+        pairs.append((ch, rej[ok[0]], float(sims[ok[0]])))
+    return pairs
+
+def _write_pairs(out: Path, pairs: list[tuple], problems: dict, texts: dict, fmt: str, system: str | None, st: PairStats) -> None:
+    "Write the pair records to `out` (JSONL) and their lengths and similarities to `st`."
+    with open(out, 'w', encoding='utf-8') as f:
+        for ch, rj, sim in pairs:
+            f.write(json.dumps(pair_record(problems[ch.pos[0]], texts[ch.pos], texts[rj.pos], fmt, system), ensure_ascii=False) + '\n')
+            st.ratios.append(round(ch.length / rj.length, 4))
+            if sim is not None: st.similarity.append(round(sim, 4))
+    st.pairs = len(pairs)
+    if pairs:
+        st.chosen_len = float(np.mean([c.length for c, _, _ in pairs]))
+        st.rejected_len = float(np.mean([r.length for _, r, _ in pairs]))
+
 def dpo_pairs(generations: Source | str | Path, out: str | Path, ratio: float = 0.6, min_len: int = 1000,
               sim_threshold: float | None = None, rejected: RejectedKind = 'any', length: LengthUnit = 'chars',
               tokenizer: str | Path | None = None, fmt: str = 'plain', system: str | None = None,
@@ -635,35 +677,14 @@ def dpo_pairs(generations: Source | str | Path, out: str | Path, ratio: float = 
     L = length_fn(length, tokenizer)
     groups, n_gen = _scan(src, L, chunk_rows)
     st = PairStats(problems=len(groups), generations=n_gen)
-    sel = []  # (chosen, [rejected candidates])
-    for gens in groups.values():
-        ch, rej, why, best = candidates(gens, rule)
-        if best is not None: st.best_ratios.append(round(best, 4))
-        if why: st.dropped[why] = st.dropped.get(why, 0) + 1
-        else: sel.append((ch, rej))
+    sel = _select(groups, rule, st)
     if sim_threshold is not None and embedder is None: embedder = MiniLM()
     want = {g.pos for ch, rej in sel for g in [ch] + (rej if sim_threshold is not None else rej[:1])}
     texts, problems = _fetch(src, want, chunk_rows)
     out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
-    pairs = []
-    for ch, rej in sel:
-        pick, sim = rej[0], None
-        if sim_threshold is not None:
-            v = embedder.encode([texts[ch.pos]] + [texts[g.pos] for g in rej])
-            sims = v[1:] @ v[0]
-            ok = [k for k, s in enumerate(sims) if s < sim_threshold]
-            if not ok: st.dropped['similarity'] = st.dropped.get('similarity', 0) + 1; continue
-            pick, sim = rej[ok[0]], float(sims[ok[0]])
-        pairs.append((ch, pick, sim))
-    with open(out, 'w', encoding='utf-8') as f:
-        for ch, rj, sim in pairs:
-            f.write(json.dumps(pair_record(problems[ch.pos[0]], texts[ch.pos], texts[rj.pos], fmt, system), ensure_ascii=False) + '\n')
-            st.ratios.append(round(ch.length / rj.length, 4))
-            if sim is not None: st.similarity.append(round(sim, 4))
-    st.pairs = len(pairs)
-    if pairs:
-        st.chosen_len = float(np.mean([c.length for c, _, _ in pairs]))
-        st.rejected_len = float(np.mean([r.length for _, r, _ in pairs]))
+    pairs = ([(ch, rej[0], None) for ch, rej in sel] if sim_threshold is None
+             else _dissimilar(sel, texts, sim_threshold, embedder, st))
+    _write_pairs(out, pairs, problems, texts, fmt, system, st)
     left = st.problems
     for c in CRITERIA:
         if c == 'similarity' and sim_threshold is None: continue
