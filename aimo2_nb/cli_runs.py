@@ -23,8 +23,8 @@ __all__ = ['cli_eval', 'cli_report', 'cli_view', 'cli_simulate', 'cli_bench', 'c
 def _parser(name: str, desc: str) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(prog=f"aimo2 {name}", description=desc)
 
-def cli_eval(argv: list[str]) -> int:
-    "`aimo2 eval`: evaluate a CSV into a run folder, in this process or over Ray workers; prints the run's table row."
+def _eval_parser() -> argparse.ArgumentParser:
+    "The options of `aimo2 eval`."
     ap = _parser('eval', 'Run the solver over a CSV of questions (id, question, answer) into a resumable run folder.')
     ap.add_argument('csv', help='questions: a CSV with columns id, question, answer')
     ap.add_argument('--config', required=True, help="the run configuration (YAML; an optional 'eval:' section holds the plan below)")
@@ -41,6 +41,11 @@ def cli_eval(argv: list[str]) -> int:
     g.add_argument('--workers', type=int, default=None, help='Ray workers (default: as many as the cluster has GPUs or CPUs for)')
     g.add_argument('--gpus-per-worker', type=float, default=None, help='GPUs of each worker, tp inside it (default: 1 for lmdeploy, else 0)')
     g.add_argument('--cpus-per-worker', type=float, default=1, help='CPUs of each worker (default: %(default)s)')
+    return ap
+
+def cli_eval(argv: list[str]) -> int:
+    "`aimo2 eval`: evaluate a CSV into a run folder, in this process or over Ray workers; prints the run's table row."
+    ap = _eval_parser()
     try: a = ap.parse_args(argv)
     except SystemExit as e: return int(e.code or 0)
     try:
