@@ -131,7 +131,7 @@ class Progress:
             try:
                 from tqdm.auto import tqdm
                 self.bar = tqdm(total=total, initial=done, file=self.file, desc='eval', unit='q')
-            except ImportError: pass
+            except ImportError: pass  # no tqdm: plain progress lines
     def update(self, row: dict) -> None:
         "Count one finished question."
         self.done += 1; self.correct += bool(row.get('correct'))
@@ -500,14 +500,14 @@ def save_plots(run_dir: str | Path) -> list[Path]:
 # %% ../nbs/13_eval.ipynb #43b766df
 PLOTS_MISSING = "plots skipped: matplotlib is not installed (pip install matplotlib, or the project's cpu extra)"
 
-def finish_run(run_dir: str | Path, plots: bool = True, log=None) -> dict:
-    "Write summary.json (and the plots) of a run folder; the summary. Says on `log` (stderr) when plots are skipped."
+def finish_run(run_dir: str | Path, plots: bool = True) -> dict:
+    "Write summary.json (and the plots) of a run folder; the summary. Logs a warning when plots are skipped."
     d = run_folder(run_dir)
     m = run_metrics(run_dir)
     (d / 'summary.json').write_text(json.dumps(m, indent=1), encoding='utf-8')
     if plots:
         try: save_plots(run_dir)
-        except ImportError: print(PLOTS_MISSING, file=log or sys.stderr, flush=True)
+        except ImportError: _log.warning(PLOTS_MISSING)
     return m
 
 # %% ../nbs/13_eval.ipynb #5c017174
