@@ -113,7 +113,6 @@ def make_engine(spec: dict | Callable):
     "The engine that `spec` describes: engine settings (the config's `engine` mapping) or a factory."
     if callable(spec): return spec()
     if not isinstance(spec, dict): raise ConfigError(f"engine: expected settings (a mapping) or a factory, got {type(spec).__name__}")
-    if spec.get('kind') == 'scripted': import aimo2_nb.kaggle  # noqa: F401 (imported for its effect) registers the model-free 'scripted' kind
     from aimo2_nb.engines.base import load_engine
     return load_engine(spec)
 

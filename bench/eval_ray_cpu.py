@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     import ray
     from aimo2_nb.core import RealClock
     from aimo2_nb.config import RunConfig, PromptConfig, PromptSpec, SpeedConfig, Tier
-    from aimo2_nb.kaggle import ScriptedEngine
+    from aimo2_nb.engines.replay import ScriptedEngine
     from aimo2_nb import eval_ray as R
     cfg = RunConfig()
     cfg.prompts = PromptConfig([PromptSpec('cot', 'sys', '', '', 4)])

@@ -7,7 +7,7 @@ import pytest
 from aimo2_nb.config import RunConfig, PromptConfig, PromptSpec, SpeedConfig, Tier, load_config
 from aimo2_nb.core import VirtualClock, RealClock
 from aimo2_nb.engines.replay import ReplayEngine
-from aimo2_nb.kaggle import ScriptedEngine
+from aimo2_nb.engines.replay import ScriptedEngine
 from aimo2_nb.solver import decisions
 from aimo2_nb import eval as E, eval_ray as R, trace as T
 
@@ -18,8 +18,14 @@ FIXTURE = ROOT / 'tests' / 'fixtures' / 'eval_run'
 @pytest.fixture(scope='module')
 def cluster():
     "One small local cluster for the module: 2 CPUs (2 workers), no dashboard, a small object store."
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 2**20, namespace='aimo2',
-             log_to_driver=False, configure_logging=False)
+    for attempt in range(3):  # Ray gives its raylet 30 s to register: a busy machine can miss that, once
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 2**20, namespace='aimo2',
+                     log_to_driver=False, configure_logging=False)
+            break
+        except Exception as e:
+            ray.shutdown()
+            if attempt == 2 or 'timed out during startup' not in str(e): raise
     from ray import cloudpickle
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers get this module's engines by value
     yield ray.get_runtime_context().gcs_address
@@ -190,7 +196,7 @@ def test_ray_kill_worker_mid_run(cluster, tmp_path):
 DRIVER = textwrap.dedent('''
     import sys, ray
     from aimo2_nb.core import RealClock
-    from aimo2_nb.kaggle import ScriptedEngine
+    from aimo2_nb.engines.replay import ScriptedEngine
     from aimo2_nb import eval_ray as R
     sys.path.insert(0, sys.argv[4]); from test_eval_ray import config
     ray.init(address=sys.argv[1], namespace='aimo2', log_to_driver=False)
@@ -230,8 +236,9 @@ def test_report_and_simulate_read_merged_folder(cluster, tmp_path, capsys):
     from aimo2_nb.cli import main
     assert main(['report', str(tmp_path / 'ray')]) == 0
     assert '| 8/8 |' in capsys.readouterr().out
-    assert main(['simulate', str(tmp_path / 'ray' / 'traces.jsonl'), '--json']) == 0  # the folder itself once simulate reads traces.jsonl
+    assert main(['simulate', str(tmp_path / 'ray'), '--json']) == 0
     assert json.loads(capsys.readouterr().out)['n_questions'] == 8
+    assert main(['view', str(tmp_path / 'ray')]) == 0 and (tmp_path / 'ray' / 'viewer.html').exists()
 
 # ---------------------------------------------------------------- the command line
 def test_cli_eval_ray(cluster, tmp_path, capsys):
