@@ -59,14 +59,18 @@ class VoteConfig:
     low_weight: float = 0.6  # weight of 'suspicious' answers (the seed's 0.6); 1.0 switches weighting off
     low_max: int = 20  # answers <= low_max are suspicious (small answers are easy to guess wrong)
     low_multiple: int = 100  # positive multiples of this are suspicious; 0 disables
-    tie_break: Literal['largest', 'smallest', 'earliest'] = 'largest'  # among equal weights: the seed takes the larger answer
+    tie_break: Literal['largest', 'smallest', 'earliest', 'confidence'] = 'largest'  # among equal weights: the seed takes the larger answer
+    weight_by: Literal['none', 'confidence'] = 'none'  # 'confidence': each vote also weighs exp(-its tail-window mean negative log-probability)
+    conf_window: int = 256  # tokens of the tail window that a sample's confidence is read over (AIMO-3 #2: the last ~100-256)
     fallback: int = 0  # the answer when no sample has a valid answer (any value is a guess; 0 is documented, not tuned)
     def __post_init__(self):
         check(isinstance(self.code_priority, bool), 'vote.code_priority', 'true or false', self.code_priority)
         check_range(self.low_weight, 'vote.low_weight', 0, 1)
         check_range(self.low_max, 'vote.low_max', -1, integer=True)
         check_range(self.low_multiple, 'vote.low_multiple', 0, integer=True)
-        check_choice(self.tie_break, 'vote.tie_break', ('largest', 'smallest', 'earliest'))
+        check_choice(self.tie_break, 'vote.tie_break', ('largest', 'smallest', 'earliest', 'confidence'))
+        check_choice(self.weight_by, 'vote.weight_by', ('none', 'confidence'))
+        check_range(self.conf_window, 'vote.conf_window', 1, integer=True)
         check_range(self.fallback, 'vote.fallback', 0, integer=True)
 
 # %% ../nbs/01_config.ipynb #ee5cd099
@@ -80,6 +84,7 @@ class SamplingConfig:
     repetition_penalty: float = 1.05
     max_new_tokens: int = 16384  # the seed used 16384-32768
     seed: int = 0  # base seed: sample i of question q gets its own seed derived from (seed, q, i)
+    logprobs: int = 0  # ask the engine for each token's log-probability (top-k; 0: off); confidence votes need it
     def __post_init__(self):
         check_range(self.temperature, 'sampling.temperature', 0, 5)
         check_range(self.top_p, 'sampling.top_p', 0, 1)
@@ -89,6 +94,7 @@ class SamplingConfig:
         check_range(self.repetition_penalty, 'sampling.repetition_penalty', 0.5, 2)
         check_range(self.max_new_tokens, 'sampling.max_new_tokens', 1, 1 << 20, integer=True)
         check_range(self.seed, 'sampling.seed', 0, integer=True)
+        check_range(self.logprobs, 'sampling.logprobs', 0, 20, integer=True)
 
 # %% ../nbs/01_config.ipynb #99de770c
 PromptKind = Literal['cot', 'code']
@@ -427,8 +433,8 @@ def default_profile() -> RunConfig:
     for t in cfg.speed.tiers: t.early = []
     return cfg
 
-DEFAULT_STOP = dict(decided=True, sequential='posterior', error_rate=0.05, seq_min_answers=4)  # chosen by `aimo2 tune` (simulate notebook)
-DEFAULT_BUDGET = dict(time_rule='fair', floor_s=180.0, cap_s=900.0, stretch=1.5)
+DEFAULT_STOP = dict(decided=True, sequential='posterior', error_rate=0.1, seq_min_answers=3)  # chosen by `aimo2 tune` (bench/tune, simulate notebook)
+DEFAULT_BUDGET = dict(time_rule='fair', floor_s=180.0, cap_s=900.0, stretch=2.0)  # chosen on bench/tune/time.yaml
 
 PROFILES = {'seed': RunConfig, 'cpu': cpu_profile, 'aimo3_prize': aimo3_prize_profile, 'default': default_profile}
 

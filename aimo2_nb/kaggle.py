@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 from .core import Clock, ConfigError, RealClock, check, check_choice, check_range, patch
-from .config import RunConfig, from_dict, to_dict
+from .config import RunConfig, default_profile, from_dict, to_dict
 from .policies import plan_question
 from .engines.base import engine_class, load_engine
 from .trace import EngineLoad, TraceWriter
@@ -114,8 +114,10 @@ class KernelSpec:
         check_choice(self.docker_image_pinning_type, 'kernel.docker_image_pinning_type', ('original', 'latest'))
 
 def default_run() -> RunConfig:
-    "The run configuration of the GPU submission: the seed's settings on lmdeploy (TurboMind, int8 KV cache)."
-    return RunConfig(engine={'kind': 'lmdeploy', 'tp': 4, 'quant_policy': 8})
+    "The run configuration of the GPU submission: the recommended `default` profile on lmdeploy (TurboMind, int8 KV cache)."
+    cfg = default_profile()
+    cfg.engine = {'kind': 'lmdeploy', 'tp': 4, 'quant_policy': 8}
+    return cfg
 
 @dataclass
 class SubmissionConfig:

@@ -220,7 +220,7 @@ class SimConfig:
     curve: str = 'h200-14b-awq'  # the decode curve (a name in `CURVES`) that turns tokens into seconds
     throughput: list[list[float]] = field(default_factory=list)  # legacy: [samples generating, total tokens/s] points; replaces `curve` when given
     prompt_tokens: int = 1000  # a sample's context is the prompt plus what it generated (the curve reads the running samples' mean)
-    ctx_step: int = 1024  # the rate is re-read whenever the running samples have generated this many more tokens
+    ctx_step: int = 4096  # the rate is re-read whenever the running samples have generated this many more tokens
     overhead_s: float = 1.0  # seconds per question beyond generation: prefill, aborts, the vote (a given)
     bootstrap: int = 200  # bootstrap replicates (0: only the run in recorded order)
     resample_questions: bool = True  # each replicate draws the questions with replacement (in a random order)
@@ -325,7 +325,7 @@ def simulate_question(q: RecQuestion, plan: QuestionPlan, cfg: RunConfig, sim: S
     S = [_SimSample(r, min(r.n_tokens, cfg.sampling.max_new_tokens)) for r in pick_samples(q, tier.samples, cfg, draws, sim.kind_fallback)]
     limit = max(0.0, plan.limit_s - cfg.budget.drain_s - 0.05)  # the solver's loop end
     times = sorted({e.after_s for e in tier.early} | {limit})
-    t, seq = 0.0, 0
+    t, seq, vkey = 0.0, 0, None
     while True:
         for s in S:  # what is due now, in sample order (the order of an engine's chunks)
             while s.running and s.i < len(s.rec.marks) and s.rec.marks[s.i].tokens <= s.tok + _EPS:
@@ -343,7 +343,9 @@ def simulate_question(q: RecQuestion, plan: QuestionPlan, cfg: RunConfig, sim: S
                     s.code = p[1]
                     if s.seq is None: s.seq, seq = seq, seq + 1
                 if s.running and (why := sample_stop(s.view(), cfg.stop)) is not None: s.stop = why
-        view = question_view(t, limit, [s.answer() for s in S], [s.running for s in S], [len(s.pending) for s in S], cfg.vote)
+        key = tuple((s.boxed, s.code, s.seq, s.running, len(s.pending)) for s in S)
+        if key != vkey: vkey, view = key, question_view(t, limit, [s.answer() for s in S], [s.running for s in S], [len(s.pending) for s in S], cfg.vote)
+        else: view = replace(view, elapsed=t)  # only time moved
         if (dec := question_stop(view, tier, cfg.stop)) is not None: break
         running = [s for s in S if s.running]
         rate = sample_rate(len(running), sim.prompt_tokens + sum(s.tok for s in running) / max(1, len(running)), sim)

@@ -10,7 +10,7 @@ from typing import Any
 from .core import Clock, RealClock, patch
 from .config import PromptKind, QuestionStopReason, RunConfig, SampleStopReason, config_hash, to_dict
 from .answers import AnswerParser, BoxedAnswer, CodeBlock, OutputFence, code_answer
-from .vote import SampleAnswer, VoteResult, sample_vote, vote
+from .vote import Confidence, SampleAnswer, VoteResult, sample_vote, vote
 from .policies import QuestionPlan, QuestionView, SampleView, StopDecision, plan_question, question_stop, question_view, sample_stop
 from .prompts import build_requests
 from .engines.base import Chunk, Engine, FinishReason
@@ -39,13 +39,14 @@ class _SampleState:
     fence: bool = False
     stop_reason: SampleStopReason | None = None
     stop_tokens: int | None = None
+    conf: Confidence = field(default_factory=Confidence)  # from its tokens' log-probabilities, when the engine gives them
 
     def view(self) -> SampleView:
         "What the sample-level stop rule sees of it."
         return SampleView(self.kind, self.boxed, self.code_answer, self.n_blocks, len(self.pending), self.fence)
     def answer(self) -> SampleAnswer:
         "Its answers, as the vote takes them."
-        return SampleAnswer(self.index, self.boxed, self.code_answer, float(self.seq if self.seq is not None else -1), self.kind)
+        return SampleAnswer(self.index, self.boxed, self.code_answer, float(self.seq if self.seq is not None else -1), self.kind, self.conf.tail_nll)
 
 # %% ../nbs/09_solver.ipynb #1b255413
 @dataclass
@@ -173,6 +174,7 @@ def on_chunk(self: _QuestionRun, ch: Chunk, t: float) -> None:
     text = ch.text if isinstance(ch.text, str) else ''
     if isinstance(ch.tokens, int) and ch.tokens >= s.tokens: s.tokens = ch.tokens
     if self.cfg.trace.chunks == 'all': self.tick_chunks.append([ch.index, text, s.tokens, ch.finish, ch.error])
+    if ch.logprobs: s.conf.feed(ch.logprobs)
     evs = s.parser.feed(text) if text else []
     if ch.finish is not None:
         evs += s.parser.finish()
@@ -271,7 +273,7 @@ def drain(self: _QuestionRun, dec: StopDecision) -> None:
             except Exception: _log.debug('cancelling a code run failed', exc_info=True)  # it ends with the question anyway
         s.pending.clear()
         after = s.tokens - s.stop_tokens if s.stop_tokens is not None else 0
-        self.emit(T.SampleEnd(self.qid, t, s.index, s.finish or 'unfinished', s.tokens, after, s.parser.text, s.error))
+        self.emit(T.SampleEnd(self.qid, t, s.index, s.finish or 'unfinished', s.tokens, after, s.parser.text, s.error, s.conf.summary()))
 
 # %% ../nbs/09_solver.ipynb #763e068f
 @patch
@@ -300,7 +302,7 @@ def finish(self: _QuestionRun, reason: QuestionStopReason, detail: str = '') -> 
 def run(self: _QuestionRun) -> SolveResult:
     "The whole question: requests, start, loop, drain, vote."
     requests = build_requests(self.question, self.cfg, self.plan.tier.samples, self.qid) if not self.plan.fallback_only else []
-    self.samples = [_SampleState(r.index, r.kind, AnswerParser(self.cfg.answers)) for r in requests]
+    self.samples = [_SampleState(r.index, r.kind, AnswerParser(self.cfg.answers), conf=Confidence(self.cfg.vote.conf_window)) for r in requests]
     self.start_event(requests)
     if self.plan.fallback_only:
         self.emit(T.QuestionStop(self.qid, 0.0, 'no_time', f"limit {self.plan.limit_s:.1f}s is too short"))

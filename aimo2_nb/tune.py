@@ -24,6 +24,7 @@ class DataSpec:
     path: str  # answers table (.csv), trace (.jsonl) or run folder
     simulate: dict = field(default_factory=dict)  # SimConfig fields for this data set (e.g. its model's decode curve)
     set: dict = field(default_factory=dict)  # dotted run settings for this data set (e.g. answers.modulus, sampling.max_new_tokens)
+    constrain: bool = True  # the recommendation must meet `max_changed_per_30` here (off for scripted or degenerate data)
 
 @dataclass
 class TuneGrid:
@@ -32,11 +33,13 @@ class TuneGrid:
     set: dict = field(default_factory=dict)  # dotted settings applied to the base before the axes
     simulate: dict = field(default_factory=dict)  # SimConfig fields for every data set
     axes: dict = field(default_factory=dict)  # dotted setting -> list of values; the grid is their product
+    points: list = field(default_factory=list)  # explicit partial points (dotted setting -> value), each crossed with the axes
     data: dict = field(default_factory=dict)  # name -> DataSpec fields
     max_changed_per_30: float = 0.25  # the recommendation changes at most this many answers in 30 vs no early stop, on every data set
     def __post_init__(self):
         check(self.base in PROFILES, 'tune.base', f"one of {', '.join(PROFILES)}", self.base)
         for k, v in self.axes.items(): check(isinstance(v, list) and len(v) > 0, f'tune.axes.{k}', 'a non-empty list', v)
+        for p in self.points: check(isinstance(p, dict), 'tune.points[]', 'a mapping of dotted settings', p)
         check_range(self.max_changed_per_30, 'tune.max_changed_per_30', 0)
         self.data = {n: d if isinstance(d, DataSpec) else from_dict(DataSpec, d, f'tune.data.{n}') for n, d in self.data.items()}
 
@@ -59,9 +62,9 @@ def apply_settings(cfg: RunConfig, settings: dict) -> RunConfig:
 
 # %% ../nbs/15a_tune.ipynb #d3004a86
 def grid_points(g: TuneGrid) -> list[dict]:
-    "Every combination of the axes' values."
+    "Every explicit point crossed with every combination of the axes' values."
     keys = list(g.axes)
-    return [dict(zip(keys, vs)) for vs in itertools.product(*(g.axes[k] for k in keys))]
+    return [{**p, **dict(zip(keys, vs))} for p in (g.points or [{}]) for vs in itertools.product(*(g.axes[k] for k in keys))]
 
 def load_grid(path: str | Path) -> TuneGrid:
     "A grid from YAML; data paths are made relative to the file's folder."
@@ -135,9 +138,9 @@ def evaluate(g: TuneGrid, data: dict | None = None, jobs: int | None = None, sho
 def _mean(row: dict, names: Sequence[str], m: str) -> float:
     return sum(row[f'{n}.{m}'] for n in names) / len(names)
 
-def recommend(rows: list[dict], names: Sequence[str], max_changed: float) -> dict | None:
-    "The recommended row, or None when no point meets the constraint."
-    ok = [r for r in rows if all(r[f'{n}.changed_per_30'] <= max_changed + 1e-12 for n in names)]
+def recommend(rows: list[dict], names: Sequence[str], max_changed: float, constrained: Sequence[str] | None = None) -> dict | None:
+    "The recommended row, or None when no point meets the constraint (on the `constrained` data sets, default all)."
+    ok = [r for r in rows if all(r[f'{n}.changed_per_30'] <= max_changed + 1e-12 for n in (names if constrained is None else constrained))]
     key = lambda r: (round(_mean(r, names, 'time_saved_frac'), 4), round(_mean(r, names, 'tokens_saved_frac'), 4),
                      _mean(r, names, 'expected_score'), -r['point'])
     return max(ok, key=key) if ok else None
@@ -154,16 +157,17 @@ def write_outputs(g: TuneGrid, rows: list[dict], out: str | Path) -> dict:
     import yaml
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     names = list(dict.fromkeys(k.split('.')[0] for r in rows for k in r if k.endswith('.expected_score')))
-    best, front = recommend(rows, names, g.max_changed_per_30), set(pareto(rows, names))
+    cons = [n for n in names if n not in g.data or g.data[n].constrain]
+    best, front = recommend(rows, names, g.max_changed_per_30, cons), set(pareto(rows, names))
     order = sorted(rows, key=lambda r: (r is not best, -_mean(r, names, 'time_saved_frac'), -_mean(r, names, 'tokens_saved_frac')))
-    cols = list(rows[0].keys())
+    cols = list(dict.fromkeys(k for r in rows for k in r))
     with open(out / 'table.csv', 'w', newline='') as f:
         w = csv.DictWriter(f, cols); w.writeheader(); w.writerows(order)
-    axes = list(g.axes)
+    axes = list(dict.fromkeys(k for p in grid_points(g) for k in p))
     head = ['point', *axes] + [f'{n}: score [CI] / tokens saved / time saved / changed in 30 / min limit s' for n in names] + ['pareto']
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for r in order:
-        cells = [f"{r['point']}{' (recommended)' if r is best else ''}", *[str(r[a]) for a in axes]]
+        cells = [f"{r['point']}{' (recommended)' if r is best else ''}", *[str(r.get(a, '')) for a in axes]]
         cells += [f"{r[f'{n}.expected_score']:.3f} [{r[f'{n}.score_lo']:.3f}, {r[f'{n}.score_hi']:.3f}] / {r[f'{n}.tokens_saved_frac']:.1%} / "
                   f"{r[f'{n}.time_saved_frac']:.1%} / {r[f'{n}.changed_per_30']:.2f} / {r[f'{n}.limit_min_s']:.0f}" for n in names]
         lines.append('| ' + ' | '.join(cells + ['yes' if r['point'] in front else '']) + ' |')
@@ -174,8 +178,8 @@ def write_outputs(g: TuneGrid, rows: list[dict], out: str | Path) -> dict:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         xs = [_mean(r, names, 'tokens_saved_frac') for r in rows]; ys = [_mean(r, names, 'expected_score') for r in rows]
         sc = ax.scatter(xs, ys, c=[_mean(r, names, 'time_saved_frac') for r in rows], cmap='viridis', s=28)
-        fr = sorted((x, y) for r, x, y in zip(rows, xs, ys) if r['point'] in front)
-        ax.plot([x for x, _ in fr], [y for _, y in fr], 'k:', lw=1, label='Pareto front')
+        fr = [(x, y) for r, x, y in zip(rows, xs, ys) if r['point'] in front]
+        ax.scatter([x for x, _ in fr], [y for _, y in fr], s=70, facecolors='none', edgecolors='k', label='Pareto front (score, tokens, time)')
         if best is not None: ax.scatter([_mean(best, names, 'tokens_saved_frac')], [_mean(best, names, 'expected_score')], s=160, facecolors='none', edgecolors='r', label='recommended')
         fig.colorbar(sc, label='time saved vs no early stop')
         ax.set_xlabel('tokens saved vs no early stop'); ax.set_ylabel('expected score'); ax.legend(loc='lower left')
@@ -184,7 +188,7 @@ def write_outputs(g: TuneGrid, rows: list[dict], out: str | Path) -> dict:
         paths['plot'] = out / 'pareto.png'
     except ImportError: pass
     if best is not None:
-        pt = {a: best[a] if not isinstance(best[a], str) or not best[a][:1] in '[{' else json.loads(best[a]) for a in axes}
+        pt = {a: json.loads(best[a]) if isinstance(best[a], str) and best[a][:1] in '[{' else best[a] for a in axes if a in best}
         cfg = apply_settings(apply_settings(profile(g.base), g.set), pt)
         note = ', '.join(f"{n}: score {best[f'{n}.expected_score']:.3f}, tokens saved {best[f'{n}.tokens_saved_frac']:.1%}, "
                          f"time saved {best[f'{n}.time_saved_frac']:.1%}, changed {best[f'{n}.changed_per_30']:.2f}/30" for n in names)

@@ -4,12 +4,14 @@
 
 # %% ../nbs/04_vote.ipynb #caca5643
 from __future__ import annotations
+import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from .config import PromptKind, VoteConfig
 
 # %% auto #0
-__all__ = ['SampleAnswer', 'sample_vote', 'answer_weight', 'VoteResult', 'vote']
+__all__ = ['SampleAnswer', 'sample_vote', 'answer_weight', 'Confidence', 'VoteResult', 'vote']
 
 # %% ../nbs/04_vote.ipynb #535f157d
 @dataclass(frozen=True)
@@ -20,6 +22,7 @@ class SampleAnswer:
     code: int | None = None  # answer from the sample's code output (None: no code, or the run failed / printed nothing usable)
     order: float = 0.0  # arrival time (or order) of the sample's answer, for the 'earliest' tie-break
     kind: PromptKind = 'cot'  # informational
+    conf: float | None = None  # its tail-window mean negative log-probability (lower: more confident; None: unknown)
 
 def sample_vote(s: SampleAnswer, cfg: VoteConfig | None = None) -> int | None:
     "The one answer sample `s` votes for, or None."
@@ -33,6 +36,31 @@ def answer_weight(a: int, cfg: VoteConfig | None = None) -> float:
     cfg = cfg or VoteConfig()
     low = a <= cfg.low_max or (cfg.low_multiple > 0 and a > 0 and a % cfg.low_multiple == 0)
     return cfg.low_weight if low else 1.0
+
+# %% ../nbs/04_vote.ipynb #05c509c2
+class Confidence:
+    "A sample's running confidence from its tokens' log-probabilities."
+    def __init__(self, window: int = 256):
+        self.window, self.n, self.total, self.tail, self.tail_sum, self.worst = window, 0, 0.0, deque(), 0.0, None
+    def feed(self, logprobs) -> Confidence:
+        "Add the log-probabilities of new tokens."
+        for lp in logprobs:
+            x = -float(lp)
+            self.n += 1; self.total += x; self.tail.append(x); self.tail_sum += x
+            if len(self.tail) > self.window: self.tail_sum -= self.tail.popleft()
+            if len(self.tail) == self.window:
+                w = self.tail_sum / self.window
+                self.worst = w if self.worst is None else max(self.worst, w)
+        return self
+    @property
+    def tail_nll(self) -> float | None:
+        "Mean negative log-probability of the last `window` tokens (None before any token)."
+        return self.tail_sum / len(self.tail) if self.tail else None
+    def summary(self) -> dict | None:
+        "Tokens seen, mean, tail and worst-window NLL, for the trace (None without log-probabilities)."
+        if not self.n: return None
+        worst = self.worst if self.worst is not None else self.tail_nll
+        return dict(n=self.n, mean_nll=round(self.total / self.n, 5), tail_nll=round(self.tail_nll, 5), worst_window_nll=round(worst, 5))
 
 # %% ../nbs/04_vote.ipynb #14a35e99
 @dataclass(frozen=True)
@@ -50,20 +78,26 @@ def vote(samples: Sequence[SampleAnswer], cfg: VoteConfig | None = None) -> Vote
     cfg = cfg or VoteConfig()
     counts: dict[int, int] = {}
     first: dict[int, float] = {}
+    conf_w: dict[int, float] = {}  # summed confidence factors per answer
+    best_conf: dict[int, float] = {}  # lowest conf of a vote per answer
     for s in samples:
         a = sample_vote(s, cfg)
         if a is None: continue
         counts[a] = counts.get(a, 0) + 1
         first[a] = min(first.get(a, s.order), s.order)
+        f = math.exp(-s.conf) if cfg.weight_by == 'confidence' and s.conf is not None else 1.0
+        conf_w[a] = conf_w.get(a, 0.0) + f
+        if s.conf is not None: best_conf[a] = min(best_conf.get(a, math.inf), s.conf)
     n = sum(counts.values())
     if not n:
         return VoteResult(cfg.fallback, {}, {}, 0, True, f"no valid answer among {len(samples)} samples: fallback {cfg.fallback}")
     counts = dict(sorted(counts.items()))
-    tally = {a: round(c * answer_weight(a, cfg), 9) for a, c in counts.items()}
+    tally = {a: round(conf_w[a] * answer_weight(a, cfg), 9) for a, c in counts.items()}
     best = max(tally.values())
     tied = [a for a, t in tally.items() if t == best]
     if cfg.tie_break == 'largest': ans = max(tied)
     elif cfg.tie_break == 'smallest': ans = min(tied)
+    elif cfg.tie_break == 'confidence': ans = min(tied, key=lambda a: (best_conf.get(a, math.inf), -a))
     else: ans = min(tied, key=lambda a: (first[a], -a))
     why = f"weight {best:g} ({counts[ans]} of {n} valid)"
     if len(tied) > 1: why += f", tie among {tied} broken by {cfg.tie_break}"

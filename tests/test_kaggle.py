@@ -124,7 +124,8 @@ def scripted_config(tmp_path: Path, engine: dict, timeout_s: float = 3.0, compet
     cfg = {'serve': {'wheels_dataset': '', 'model': '', 'grace_s': 0.5, 'prewarm_executor': False,
                      'trace_path': 'trace.jsonl', 'load_timeout_s': 5.0, **serve},
            'run': {'engine': engine,
-                   'budget': {'total_s': 200.0, 'n_questions': 10, 'reserve_s': 5.0, 'min_question_s': 1.0, 'drain_s': 0.2},
+                   'budget': {'total_s': 200.0, 'n_questions': 10, 'reserve_s': 5.0, 'min_question_s': 1.0, 'drain_s': 0.2,
+                              'time_rule': 'tiers'},  # the tier's own short limit (the default profile's fair share is minutes)
                    'speed': {'adaptive': False, 'default_speed': 3,
                              'tiers': [{'speed': 3, 'samples': 4, 'timeout_s': timeout_s, 'min_answers': 3}]}}}
     if competition: cfg['competition'] = competition

@@ -25,6 +25,7 @@ class Chunk:
     tokens: int = 0  # cumulative generated tokens of this sample
     finish: FinishReason | None = None  # None while running
     error: str | None = None  # the engine's message when finish == 'error'
+    logprobs: tuple = ()  # log-probability of each new token, when `sampling.logprobs` asked and the engine gives them
 
 # %% ../../nbs/08_engine_base.ipynb #0519975f
 @runtime_checkable

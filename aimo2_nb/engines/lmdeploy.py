@@ -13,9 +13,9 @@ from .base import Chunk, SampleRequest, SampleState, ThreadedStream
 
 # %% auto #0
 __all__ = ['Backend', 'ModelFormat', 'ExecutorBackend', 'QuantPolicy', 'LmdeployConfig', 'settings_config', 'backend_kwargs',
-           'backend_config', 'generation_kwargs', 'generation_config', 'chat_messages', 'running_backend',
-           'TurbomindProbe', 'probe_turbomind', 'resolve_backend', 'safer_config', 'config_settings', 'open_pipeline',
-           'LmdeployEngine']
+           'backend_config', 'generation_kwargs', 'sampled_logprobs', 'generation_config', 'chat_messages',
+           'running_backend', 'TurbomindProbe', 'probe_turbomind', 'resolve_backend', 'safer_config', 'config_settings',
+           'open_pipeline', 'LmdeployEngine']
 
 # %% ../../nbs/12_engine_lmdeploy.ipynb #440b54f8
 class QuantPolicy(enum.IntEnum):
@@ -50,6 +50,7 @@ class LmdeployConfig:
     ignore_eos: bool = False  # never stop at EOS: only for speed runs on random weights
     reabort_s: float = 0.5  # an aborted sample still streaming after this many seconds is aborted again
     log_level: Literal['DEBUG', 'INFO', 'WARNING', 'ERROR'] = 'WARNING'
+    logprobs_mode: Literal['', 'raw_logprobs', 'processed_logprobs'] = ''  # PyTorch engine: what `logprobs` returns ('': lmdeploy's default)
 
     def __post_init__(self):
         check(isinstance(self.model, str), 'engine.model', 'a folder path', self.model)
@@ -77,6 +78,7 @@ class LmdeployConfig:
         check(isinstance(self.assistant_prefix, str), 'engine.assistant_prefix', 'a string', self.assistant_prefix)
         check_range(self.reabort_s, 'engine.reabort_s', 0.01, 60)
         check_choice(self.log_level, 'engine.log_level', ('DEBUG', 'INFO', 'WARNING', 'ERROR'))
+        check_choice(self.logprobs_mode, 'engine.logprobs_mode', ('', 'raw_logprobs', 'processed_logprobs'))
 
     @property
     def resolved_session_len(self) -> int:
@@ -101,6 +103,7 @@ def backend_kwargs(cfg: LmdeployConfig, n_gpus: int = 1) -> dict:
     else:
         if cfg.model_format == 'fp8': kw['model_format'] = 'fp8'
         kw['eager_mode'] = cfg.eager_mode
+        if cfg.logprobs_mode: kw['logprobs_mode'] = cfg.logprobs_mode
         if tp > 1 or cfg.executor_backend is not None: kw['distributed_executor_backend'] = cfg.executor_backend or 'mp'
     return kw
 
@@ -115,7 +118,13 @@ def generation_kwargs(s: SamplingConfig, seed: int, ignore_eos: bool = False) ->
     "Keyword arguments of lmdeploy's `GenerationConfig` for one sample."
     return dict(do_sample=s.temperature > 0, temperature=float(s.temperature), top_p=float(s.top_p), top_k=int(s.top_k),
                 min_p=float(s.min_p), repetition_penalty=float(s.repetition_penalty), max_new_tokens=int(s.max_new_tokens),
-                random_seed=int(seed), ignore_eos=bool(ignore_eos))
+                random_seed=int(seed), ignore_eos=bool(ignore_eos), **({'logprobs': int(s.logprobs)} if s.logprobs else {}))
+
+def sampled_logprobs(r: Any) -> tuple:
+    "The log-probability of each new token of an lmdeploy `Response` (its own token's entry of the top-k, else the best)."
+    lps, ids = list(getattr(r, 'logprobs', None) or []), list(getattr(r, 'token_ids', None) or [])
+    ids = ids[len(ids) - len(lps):] if len(ids) >= len(lps) else [None] * len(lps)
+    return tuple(float(d.get(t, max(d.values()))) for d, t in zip(lps, ids) if isinstance(d, dict) and d)
 
 def generation_config(s: SamplingConfig, seed: int, ignore_eos: bool = False, cls: Any = None) -> Any:
     "lmdeploy's `GenerationConfig` (or `cls`) for one sample."
@@ -225,7 +234,7 @@ def on_response(self: _InferCall, r: Any, now: float, reabort_s: float = 0.5) ->
         err = None
         if fin == 'error':
             err = f"lmdeploy error {getattr(r, 'error_code', None)}: {getattr(r, 'error_message', None) or 'no message'}"
-        return Chunk(s.index, getattr(r, 'text', '') or '', s.tokens, fin, err), again, record
+        return Chunk(s.index, getattr(r, 'text', '') or '', s.tokens, fin, err, sampled_logprobs(r)), again, record
 
 # %% ../../nbs/12_engine_lmdeploy.ipynb #441d34bc
 @patch

@@ -23,6 +23,7 @@ class Step:
     tokens: int | None = None  # new tokens; None: max(1, len(text)//4) when there is text, else 0
     finish: str | None = None
     error: str | None = None
+    logprobs: tuple = ()  # the new tokens' log-probabilities
 
 def say(text: str, tok_s: float = 100.0, per_chunk: int = 4, finish: str | None = 'stop') -> list[Step]:
     "Steps streaming `text` in chunks of `per_chunk` characters, one token each, at `tok_s` tokens per second."
@@ -62,7 +63,7 @@ def _chunk(self: TimedEngine, i: int, st: Step) -> Chunk:
     n = st.tokens if st.tokens is not None else (max(1, len(st.text) // 4) if st.text else 0)
     self.tokens[i] += n
     if st.finish: self.open.discard(i)
-    return Chunk(i, st.text, self.tokens[i], st.finish, st.error)
+    return Chunk(i, st.text, self.tokens[i], st.finish, st.error, st.logprobs)
 
 @patch
 def poll(self: TimedEngine, timeout: float) -> list[Chunk]:

@@ -74,8 +74,10 @@ class FakePipeline:
         return iter(q.get, None)
 
     def _emit(self, r: dict, text: str, fin: str | None) -> None:
+        lp = bool(getattr(r['gen'], 'logprobs', None)) and bool(text)  # one token per emitted word, log-probability -0.5
         r['q'].put(SimpleNamespace(index=r['idx'], text=text, generate_token_len=r['n'], finish_reason=fin,
-                                   token_ids=[], error_code=None, error_message=None, input_token_len=10))
+                                   token_ids=[7] if lp else [], logprobs=[{7: -0.5}] if lp else None,
+                                   error_code=None, error_message=None, input_token_len=10))
         if fin is not None:
             r['done'] = True
             if all(x.get('done') for x in r['group']): r['q'].put(None)
