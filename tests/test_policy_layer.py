@@ -4,9 +4,9 @@ import itertools, json, random
 from dataclasses import replace
 from pathlib import Path
 import pytest
-from aimo2_nb.config import BudgetConfig, RunConfig, VoteConfig, profile
+from aimo2_nb.config import BudgetConfig, RunConfig, StopConfig, VoteConfig, profile
 from aimo2_nb.policies import decided_stop, question_view, run_limits
-from aimo2_nb.simulate import RecQuestion, RecSample, SimConfig, compare, load_input, no_early_stop, simulate_run
+from aimo2_nb.simulate import RecQuestion, RecSample, SimConfig, compare, load_input, no_early_stop, simulate, simulate_run
 from aimo2_nb.vote import SampleAnswer, vote
 
 FX = Path(__file__).parent / 'fixtures'

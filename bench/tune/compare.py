@@ -12,7 +12,6 @@ Three views of the same policies:
 from __future__ import annotations
 import argparse, json, sys, time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
