@@ -75,13 +75,14 @@ def build_docs(root: Path, renderer: str | None = None) -> list[str]:
     renderer = renderer or docs_renderer()
     cwd = Path.cwd(); os.chdir(root)
     try:
+        from nbdev.config import get_config
+        os.chdir(get_config().nbs_path)  # the cells the build runs run from the notebooks' folder, as under nbdev_test
         if renderer == 'quarto':
             readme = (root / 'README.md').read_bytes()
             try: subprocess.run(['nbdev_docs'], check=True)
             finally: (root / 'README.md').write_bytes(readme)
             return []
         import nbdev.doclinks, nbdev.quarto as Q
-        from nbdev.config import get_config
         from nbdev.serve import proc_nbs
         from smalldocs.site import build
         cfg = get_config()
