@@ -10,8 +10,8 @@ from typing import Callable
 from .core import ConfigError, project_root
 from .kaggle import COMPETITIONS, load_submission
 from .kaggle_build import BUILD_CONFIG, build_files, generated_files, submission_for, write_files
-from .kaggle_push import (WHEELS_LIST, WHEELS_PLATFORMS, WHEELS_PYTHON, cli_error, dataset_metadata, download_cmd,
-                                  run_cli, wheel_list, wheel_specs)
+from .kaggle_push import (WHEELS_LIST, WHEELS_PLATFORMS, WHEELS_PYTHON, kaggle_error, dataset_metadata, download_cmd,
+                                  run_kaggle, wheel_list, wheel_specs)
 
 # %% auto #0
 __all__ = ['cli_build', 'cli_push', 'cli_wheels']
@@ -77,10 +77,10 @@ def cli_push(argv: list[str]) -> int:
     if stale:
         print(f"aimo2 push: error: {folder} is out of date with the notebooks ({', '.join(p.name for p in stale)}): "
               "run `nbdev_export && aimo2 build`, or pass --force", file=sys.stderr); return 2
-    try: res = run_cli(['kernels', 'push', '-p', str(folder)], a.kaggle)
+    try: res = run_kaggle(['kernels', 'push', '-p', str(folder)], a.kaggle)
     except FileNotFoundError as e: print(f"aimo2 push: error: {e}", file=sys.stderr); return 2
     print(res.output, end='')
-    err = cli_error(res)
+    err = kaggle_error(res)
     if err or 'successfully' not in res.output:
         print(f"aimo2 push: failed: {err or 'the CLI did not report a successful push'}", file=sys.stderr); return 1
     return 0
@@ -88,12 +88,12 @@ def cli_push(argv: list[str]) -> int:
 # %% ../nbs/10b_cli_kaggle.ipynb #566bede1
 def _push_dataset(out: Path, notes: str, kaggle: str | None) -> int:
     "Create the dataset, or add a version if it exists; 0 on success."
-    res = run_cli(['datasets', 'create', '-p', str(out)], kaggle)
+    res = run_kaggle(['datasets', 'create', '-p', str(out)], kaggle)
     print(res.output, end='')
     if 'already in use' in res.output:
-        res = run_cli(['datasets', 'version', '-p', str(out), '-m', notes], kaggle)
+        res = run_kaggle(['datasets', 'version', '-p', str(out), '-m', notes], kaggle)
         print(res.output, end='')
-    err = cli_error(res)
+    err = kaggle_error(res)
     if err or 'is being created' not in res.output:
         print(f"aimo2 wheels: push failed: {err or 'the CLI did not report success'}", file=sys.stderr); return 1
     return 0

@@ -11,7 +11,8 @@ from typing import Sequence
 
 # %% auto #0
 __all__ = ['ERROR_MARKERS', 'LMDEPLOY', 'WHEELS_EXTRA', 'WHEELS_PYTHON', 'WHEELS_PLATFORMS', 'WHEELS_LIST', 'kaggle_cli',
-           'CliResult', 'run_cli', 'cli_error', 'wheel_specs', 'download_cmd', 'wheel_list', 'dataset_metadata']
+           'KaggleResult', 'run_kaggle', 'kaggle_error', 'wheel_specs', 'download_cmd', 'wheel_list',
+           'dataset_metadata']
 
 # %% ../nbs/16b_kaggle_push.ipynb #d2a8148d
 def kaggle_cli() -> str:
@@ -23,25 +24,25 @@ def kaggle_cli() -> str:
     raise FileNotFoundError("the kaggle CLI is not installed: pip install kaggle==2.2.5 six")
 
 @dataclass
-class CliResult:
+class KaggleResult:
     "What one CLI run printed and returned."
     cmd: list
     returncode: int
     output: str  # stdout and stderr together
 
-def run_cli(args: Sequence[str], kaggle: str | None = None, env: dict | None = None, timeout: float = 3600) -> CliResult:
+def run_kaggle(args: Sequence[str], kaggle: str | None = None, env: dict | None = None, timeout: float = 3600) -> KaggleResult:
     "Run `kaggle ARGS`, capturing its output."
     cmd = [kaggle or kaggle_cli(), *args]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-        return CliResult(cmd, p.returncode, (p.stdout or '') + (p.stderr or ''))
-    except (OSError, subprocess.TimeoutExpired) as e: return CliResult(cmd, 127, f"{type(e).__name__}: {e}")
+        return KaggleResult(cmd, p.returncode, (p.stdout or '') + (p.stderr or ''))
+    except (OSError, subprocess.TimeoutExpired) as e: return KaggleResult(cmd, 127, f"{type(e).__name__}: {e}")
 
 # %% ../nbs/16b_kaggle_push.ipynb #db8b33d8
 ERROR_MARKERS = ('Kernel push error', 'Dataset creation error', 'Dataset version creation error', '401 Client Error',
                  '403 Client Error', '404 Client Error', 'Traceback (most recent call last)')
 
-def cli_error(res: CliResult) -> str | None:
+def kaggle_error(res: KaggleResult) -> str | None:
     "The failure a CLI run reports, or None."
     lines = [l for l in res.output.splitlines() if l.strip()]
     for l in lines:
