@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from typing import Literal
 from .core import patch, check_range
 from .config import ExecConfig
+from . import zygote
 
 # %% auto #0
-__all__ = ['ExecResult', 'Executor', 'run_code']
+__all__ = ['ExecResult', 'zygote_source', 'zygote_settings', 'Executor', 'run_code']
 
 # %% ../nbs/03_executor.ipynb #452ad954
 @dataclass(frozen=True)
@@ -35,485 +36,16 @@ def _failed(error: str, t0: float, isolation: str = '', status: str = 'error') -
     "A result for a run that failed around the code rather than in it."
     return ExecResult(status, '', '', False, max(0.0, time.monotonic() - t0), None, error, isolation)
 
-# %% ../nbs/03_executor.ipynb #87f20c2e
-_ZSRC_HEAD = r'''
-import builtins, ctypes, faulthandler, fcntl, gc, io, json, linecache, math, os, resource, select, shutil, signal, socket
-import sys, tempfile, time, traceback
-NOBODY = 65534  # uid and gid of the sandbox user
-CLONE_NEWNET, CLONE_NEWPID = 0x40000000, 0x20000000
-PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
-FILE_BYTES = 64 << 20  # RLIMIT_FSIZE: no file the code writes grows past 64 MiB
-try: _LIBC = ctypes.CDLL(None, use_errno=True)
-except OSError: _LIBC = None
+# %% ../nbs/03_executor.ipynb #e7a00002
+def zygote_source() -> str:
+    "The text of `aimo2_nb.zygote` from its loader: an installed file, or the submission notebook's embedded copy."
+    src = zygote.__spec__.loader.get_source(zygote.__name__)
+    if not src: raise RuntimeError('executor: the source of aimo2_nb.zygote is not available')
+    return src
 
-def _libc_call(name, *args):
-    "Call libc function `name`; raise OSError when it fails or does not exist."
-    f = getattr(_LIBC, name, None) if _LIBC is not None else None
-    if f is None: raise OSError(38, name + ' unavailable')
-    if f(*args) != 0:
-        e = ctypes.get_errno(); raise OSError(e, os.strerror(e))
-
-def unshare(flags):
-    "Move this process (for CLONE_NEWPID: its future children) into new namespaces."
-    if hasattr(os, 'unshare'): os.unshare(flags)
-    else: _libc_call('unshare', ctypes.c_int(flags))
-
-def prctl(option, arg):
-    "prctl(2) with one argument."
-    _libc_call('prctl', ctypes.c_int(option), ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
-'''
-
-# %% ../nbs/03_executor.ipynb #0df4662c
-_ZSRC_LIMITS = r'''
-def rlimits(timeout, cpu_seconds, memory_mb, nproc, file_bytes=FILE_BYTES):
-    "The resource limits of one run as {RLIMIT_*: (soft, hard)}; `nproc` None leaves the process count alone."
-    cpu = cpu_seconds or math.ceil(timeout) + 1
-    lim = {resource.RLIMIT_CPU: (cpu, cpu + 1), resource.RLIMIT_AS: ((memory_mb << 20),) * 2,
-           resource.RLIMIT_FSIZE: (file_bytes,) * 2, resource.RLIMIT_CORE: (0, 0)}
-    if nproc is not None: lim[resource.RLIMIT_NPROC] = (nproc, nproc)
-    return lim
-
-def apply_rlimits(lim):
-    "Set each limit, clamped to the hard limit already in force."
-    for k, (soft, hard) in lim.items():
-        cur_hard = resource.getrlimit(k)[1]
-        if cur_hard != resource.RLIM_INFINITY: hard = min(hard, cur_hard); soft = min(soft, hard)
-        resource.setrlimit(k, (soft, hard))
-'''
-
-# %% ../nbs/03_executor.ipynb #2c5c2cc3
-_ZSRC_GUARD = r'''
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-_PATH_EVENTS = frozenset({'os.remove', 'os.rename', 'os.rmdir', 'os.mkdir', 'os.chmod', 'os.chown', 'os.link',
-    'os.symlink', 'os.truncate', 'os.utime', 'os.setxattr', 'os.removexattr', 'shutil.rmtree', 'os.mkfifo', 'os.mknod'})
-_NET_EVENTS = frozenset({'socket.connect', 'socket.bind', 'socket.sendto', 'socket.sendmsg', 'socket.getaddrinfo',
-    'socket.gethostbyname', 'socket.gethostbyaddr', 'socket.getnameinfo'})
-_PROC_EVENTS = frozenset({'os.system', 'os.exec', 'os.posix_spawn', 'os.spawn', 'os.fork', 'os.forkpty',
-    'subprocess.Popen', 'pty.spawn'})
-
-def inside(path, root):
-    "Whether `path`, symlinks resolved, lies in folder `root` (or is /dev/null)."
-    try: p = os.path.realpath(os.fsdecode(path))
-    except Exception: return False
-    return p == root or p.startswith(root + os.sep) or p == os.devnull
-
-def guard_verdict(event, args, workdir, strict):
-    "Why audit `event` must be refused in a run confined to `workdir`, or None; `strict` adds the 'guard'-level rules."
-    if event == 'open':
-        path, mode, flags = (tuple(args) + (None, None, None))[:3]
-        if path is None or isinstance(path, int): return None
-        writes = (isinstance(mode, str) and any(c in mode for c in 'wax+')) or (isinstance(flags, int) and flags & _WRITE_FLAGS)
-        return f'write outside the sandbox: {os.fsdecode(path)}' if writes and not inside(path, workdir) else None
-    if event in _PATH_EVENTS:
-        bad = [a for a in args if isinstance(a, (str, bytes, os.PathLike)) and not inside(a, workdir)]
-        return f'{event} outside the sandbox: {os.fsdecode(bad[0])}' if bad else None
-    if event == 'socket.__new__': return 'network access' if len(args) > 1 and args[1] != socket.AF_UNIX else None
-    if event in _NET_EVENTS: return 'network access'
-    if not strict: return None
-    if event in _PROC_EVENTS: return 'starting processes'
-    if event == 'os.kill': return None if args and args[0] == os.getpid() else 'signalling other processes'
-    if event in ('os.killpg', 'signal.pthread_kill') or event.startswith('os.pidfd'): return 'signalling other processes'
-    if event.startswith('ctypes.dl'): return 'loading native code'
-    return None
-
-def make_guard(workdir, strict):
-    "An audit hook raising PermissionError for whatever `guard_verdict` refuses."
-    verdict, refuse = guard_verdict, PermissionError
-    def hook(event, args):
-        why = verdict(event, args, workdir, strict)
-        if why: raise refuse('sandbox: ' + why)
-    return hook
-'''
-
-# %% ../nbs/03_executor.ipynb #3e8f68b7
-_ZSRC_EXEC = r'''
-def exit_status(e):
-    "The exit status Python gives for an uncaught `SystemExit` `e`."
-    c = e.code
-    if c is None: return 0
-    if isinstance(c, int): return c & 0xFF
-    try: print(c, file=sys.stderr)
-    except BaseException: pass
-    return 1
-
-def exec_snippet(code, preamble, report):
-    "Run `preamble` then `code` as `__main__` in fresh globals; return the exit status; `report(name)` names an uncaught exception."
-    g = {'__name__': '__main__', '__builtins__': builtins, '__doc__': None}
-    try:
-        exec(compile(preamble, '<preamble>', 'exec'), g)
-        linecache.cache['<code>'] = (len(code), None, code.splitlines(True), '<code>')
-        exec(compile(code, '<code>', 'exec'), g)
-        return 0
-    except SystemExit as e:
-        return exit_status(e)
-    except BaseException as e:
-        report('MemoryError' if isinstance(e, MemoryError) else type(e).__name__)
-        try: traceback.print_exception(type(e), e, e.__traceback__.tb_next)
-        except BaseException: pass
-        return 1
-'''
-
-# %% ../nbs/03_executor.ipynb #a9a1739f
-_ZSRC_CHILD = r'''
-def own_process_count():
-    "How many processes this real uid runs (what RLIMIT_NPROC counts)."
-    uid, n = str(os.getuid()), 0
-    for d in os.listdir('/proc'):
-        if not d.isdigit(): continue
-        try:
-            with open(f'/proc/{d}/status') as f:
-                for line in f:
-                    if line.startswith('Uid:'): n += line.split()[1] == uid; break
-        except OSError: pass
-    return n
-
-PATH_FDS = {}  # sys.path folders uid 65534 cannot read -> descriptors the zygote opened on them as root
-
-def reroute_imports(path_fds):
-    "Point sys.path and package __path__ entries at /proc/self/fd links to the folders in `path_fds`."
-    roots = sorted(path_fds, key=len, reverse=True)
-    def sub(p):
-        for root in roots:
-            if isinstance(p, str) and (p == root or p.startswith(root + os.sep)): return f'/proc/self/fd/{path_fds[root]}' + p[len(root):]
-        return p
-    sys.path[:] = [sub(p) for p in sys.path]
-    for m in list(sys.modules.values()):
-        pth = getattr(m, '__dict__', {}).get('__path__')
-        if isinstance(pth, list): pth[:] = [sub(p) for p in pth]
-    sys.path_importer_cache.clear()
-
-def _max_fd():
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    return 65536 if soft == resource.RLIM_INFINITY else min(soft, 1 << 20)
-
-def child_main(req, cfg, level, workdir, out_w, err_w, st_w):
-    "Become the sandboxed process of one run and execute its code; never returns."
-    try:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.setsid()
-        nul = os.open(os.devnull, os.O_RDONLY)
-        for src, dst in ((nul, 0), (out_w, 1), (err_w, 2), (st_w, 3)): os.dup2(src, dst)
-        keep = sorted({3, *PATH_FDS.values()})
-        for lo, hi in zip(keep, keep[1:] + [_max_fd()]): os.closerange(lo + 1, hi)
-        os.chdir(workdir)
-        root = os.geteuid() == 0
-        nproc = cfg['max_procs'] if level != 'guard' else None if root else own_process_count() + cfg['max_procs']
-        apply_rlimits(rlimits(req['timeout'], cfg['cpu_seconds'], cfg['memory_mb'], nproc))
-        if level != 'guard':
-            os.setgroups([]); os.setgid(NOBODY); os.setuid(NOBODY)
-            if (os.getuid(), os.geteuid(), os.getgid()) != (NOBODY,) * 3: raise OSError('uid drop failed')
-        try: prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        except OSError: pass
-        os.environ.update(HOME=workdir, TMPDIR=workdir, PWD=workdir)
-        tempfile.tempdir = workdir
-        sys.argv = ['<code>']
-        sys.stdin = io.TextIOWrapper(io.FileIO(0, 'r', closefd=False), encoding='utf-8')
-        sys.stdout = io.TextIOWrapper(io.FileIO(1, 'w', closefd=False), encoding='utf-8', errors='backslashreplace', line_buffering=True)
-        sys.stderr = io.TextIOWrapper(io.FileIO(2, 'w', closefd=False), encoding='utf-8', errors='backslashreplace', line_buffering=True)
-        faulthandler.enable(file=sys.stderr)
-        sys.addaudithook(make_guard(workdir, level == 'guard'))
-    except BaseException as e:
-        try: os.write(2, f'sandbox setup failed: {e!r}\n'.encode()); os.write(3, b'E SandboxSetupError\n')
-        except OSError: pass
-        os._exit(70)
-    def report(name):
-        try: os.write(3, f'E {name}\n'.encode())
-        except OSError: pass
-    rc = exec_snippet(req['code'], cfg['preamble'], report)
-    for f in (sys.stdout, sys.stderr):
-        try: f.flush()
-        except BaseException: pass
-    os._exit(rc)
-
-def init_main(req, cfg, level, workdir, out_w, err_w, st_w):
-    "pid 1 of a run's PID namespace: fork the child, reap everything, report the child's wait status; never returns."
-    try:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        pid = os.fork()
-        if pid == 0: child_main(req, cfg, level, workdir, out_w, err_w, st_w)
-        os.close(out_w); os.close(err_w)
-        while True:
-            w, status = os.waitpid(-1, 0)
-            if w == pid:
-                os.write(st_w, f'W {status}\n'.encode())
-                os._exit(0)   # the kernel now kills whatever else the run left in the namespace
-    finally:
-        os._exit(71)
-'''
-
-# %% ../nbs/03_executor.ipynb #8b9491c1
-_ZSRC_OUTCOME = r'''
-TRUNC_MARK = b'\n[... output truncated ...]\n'
-
-class Capped:
-    "The first and last bytes of a stream, `cap` bytes in all; counts what was dropped."
-    def __init__(self, cap):
-        room = max(0, cap - len(TRUNC_MARK))
-        self.head_cap, self.tail_cap = room // 2, room - room // 2
-        self.head, self.tail, self.dropped = bytearray(), bytearray(), 0
-    def add(self, data):
-        room = self.head_cap - len(self.head)
-        if room > 0: self.head += data[:room]; data = data[room:]
-        if not data: return
-        self.tail += data
-        excess = len(self.tail) - self.tail_cap
-        if excess > 0: del self.tail[:excess]; self.dropped += excess
-    def value(self):
-        "The kept bytes, with the marker between head and tail when something was dropped."
-        return bytes(self.head + TRUNC_MARK + self.tail) if self.dropped else bytes(self.head + self.tail)
-
-def outcome(wait_status, exc_name, timed_out):
-    "(status, returncode, error) of a run from the child's wait status, its reported exception, the timeout flag."
-    if timed_out: return 'timeout', None, 'timeout'
-    if wait_status is None: return 'error', None, 'no exit status'
-    if os.WIFSIGNALED(wait_status):
-        sig = os.WTERMSIG(wait_status)
-        try: name = signal.Signals(sig).name
-        except ValueError: name = f'signal {sig}'
-        if sig == signal.SIGXCPU: return 'timeout', -sig, 'cpu time limit'
-        return 'error', -sig, 'killed by ' + name
-    rc = os.WEXITSTATUS(wait_status)
-    if rc == 0: return 'ok', 0, None
-    if exc_name and exc_name != 'SystemExit': return 'error', rc, exc_name
-    return 'error', rc, f'exit status {rc}'
-
-def scrub(data, workdir):
-    "Text of `data` with the work folder's path replaced by '<sandbox>'."
-    return data.decode('utf-8', 'replace').replace(workdir, '<sandbox>')
-'''
-
-# %% ../nbs/03_executor.ipynb #786ea259
-_ZSRC_RUNNER = r'''
-class Cancelled(Exception): "The runner was asked to stop (SIGTERM)."
-
-def _raise_cancelled(signum, frame): raise Cancelled()
-
-def run_tree(root, sid):
-    "Pids of the descendants of `root` and of the processes in session `sid`."
-    kids, out = {}, set()
-    for d in os.listdir('/proc'):
-        if not d.isdigit(): continue
-        try:
-            with open(f'/proc/{d}/stat', 'rb') as f: s = f.read()
-        except OSError: continue
-        fields = s[s.rfind(b')') + 2:].split()
-        pid, ppid, session = int(d), int(fields[1]), int(fields[3])
-        kids.setdefault(ppid, []).append(pid)
-        if session == sid and pid != root: out.add(pid)
-    todo = [root]
-    while todo:
-        for c in kids.get(todo.pop(), ()):
-            if c not in out: out.add(c)
-            todo.append(c)
-    out.discard(root)
-    return out
-
-def reap():
-    "Collect exited children; False when there are none left."
-    while True:
-        try: w, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError: return False
-        if w == 0: return True
-
-def sweep(sid, subreaper, budget=2.0):
-    "SIGKILL every process of the run (session `sid`) until none is left or `budget` seconds pass."
-    if subreaper and not reap(): return True   # orphans come to a subreaper: no children means nothing left
-    end, me = time.monotonic() + budget, os.getpid()
-    while time.monotonic() < end:
-        pids = run_tree(me, sid)
-        if not pids: return reap() or True
-        for p in pids:
-            try: os.kill(p, signal.SIGKILL)
-            except OSError: pass
-        reap(); time.sleep(0.001)
-    return False
-
-def execute(req, cfg, level, caps):
-    "Run one request to the end; return the result message (a dict)."
-    t0, timeout = time.monotonic(), float(req['timeout'])
-    workdir = os.path.realpath(tempfile.mkdtemp(prefix='aimo2-exec-'))
-    (out_r, out_w), (err_r, err_w), (st_r, st_w) = os.pipe(), os.pipe(), os.pipe()
-    pidns = level == 'namespace' and caps['pidns']
-    pid, status, timed_out, cancelled, swept = None, None, False, False, False
-    bufs = {out_r: Capped(cfg['output_bytes']), err_r: Capped(cfg['output_bytes'])}
-    st, fds = bytearray(), [out_r, err_r, st_r]
-    try:
-        if level != 'guard': os.chown(workdir, NOBODY, NOBODY)
-        os.chmod(workdir, 0o700)
-        if pidns: unshare(CLONE_NEWPID)
-        elif caps['subreaper']: prctl(PR_SET_CHILD_SUBREAPER, 1)
-        pid = os.fork()
-        if pid == 0:
-            try: (init_main if pidns else child_main)(req, cfg, level, workdir, out_w, err_w, st_w)
-            finally: os._exit(72)
-        for fd in (out_w, err_w, st_w): os.close(fd)
-        pidfd = None
-        if caps['pidfd']:
-            try: pidfd = os.pidfd_open(pid)
-            except OSError: pass
-        deadline, drain_end = t0 + timeout, None
-        while True:
-            if status is None:
-                w, s = os.waitpid(pid, os.WNOHANG)
-                if w: status = s
-            now = time.monotonic()
-            if status is None and now >= deadline:
-                timed_out = True
-                os.kill(pid, signal.SIGKILL); status = os.waitpid(pid, 0)[1]
-            if status is not None and drain_end is None:
-                if not pidns: swept = sweep(pid, caps['subreaper'])
-                drain_end = time.monotonic() + 0.5
-            if status is not None and (not fds or time.monotonic() >= drain_end): break
-            end = deadline if status is None else drain_end
-            wait = max(0.0, end - time.monotonic())
-            watch = list(fds)
-            if status is None:
-                if pidfd is not None: watch.append(pidfd)
-                else: wait = min(wait, 0.01)
-            ready = select.select(watch, [], [], wait)[0]
-            for fd in ready:
-                if fd == pidfd: continue
-                data = os.read(fd, 1 << 16)
-                if not data: fds.remove(fd); os.close(fd)
-                elif fd == st_r: st += data[:4096 - len(st)]
-                else: bufs[fd].add(data)
-    except Cancelled:
-        cancelled = True
-    finally:
-        if pid and status is None:
-            try: os.kill(pid, signal.SIGKILL); os.waitpid(pid, 0)
-            except OSError: pass
-        if pid and not pidns and not swept: sweep(pid, caps['subreaper'])
-        for fd in fds:
-            try: os.close(fd)
-            except OSError: pass
-        shutil.rmtree(workdir, ignore_errors=True)
-    lines = bytes(st).decode('utf-8', 'replace').splitlines()
-    exc = next((l[2:] for l in lines if l.startswith('E ')), None)
-    if pidns and not timed_out:
-        status = next((int(l[2:]) for l in lines if l.startswith('W ') and l[2:].isdigit()), None)
-    state, rc, error = outcome(status, exc, timed_out)
-    if cancelled: state, error = 'error', 'cancelled'
-    out, err = bufs[out_r], bufs[err_r]
-    return {'status': state, 'stdout': scrub(out.value(), workdir), 'stderr': scrub(err.value(), workdir),
-            'truncated': bool(out.dropped or err.dropped), 'returncode': rc, 'error': error}
-'''
-
-# %% ../nbs/03_executor.ipynb #7d057afc
-_ZSRC_MAIN = r'''
-def can(fn):
-    "Whether `fn` succeeds in a throw-away child process."
-    pid = os.fork()
-    if pid == 0:
-        try: fn(); os._exit(0)
-        except BaseException: os._exit(1)
-    return os.waitpid(pid, 0)[1] == 0
-
-def _drop_uid(): os.setgroups([]); os.setgid(NOBODY); os.setuid(NOBODY)
-
-def _pid_namespace():
-    unshare(CLONE_NEWPID)
-    pid = os.fork()
-    if pid == 0: os._exit(0 if os.getpid() == 1 else 1)
-    if os.waitpid(pid, 0)[1] != 0: raise OSError('no PID namespace')
-
-def _pidfd(): os.close(os.pidfd_open(os.getpid()))
-
-def probe():
-    "What this machine lets the zygote use."
-    return {'root': os.geteuid() == 0, 'uid': os.geteuid() == 0 and can(_drop_uid),
-            'netns': can(lambda: unshare(CLONE_NEWNET)), 'pidns': can(_pid_namespace),
-            'subreaper': can(lambda: prctl(PR_SET_CHILD_SUBREAPER, 1)), 'pidfd': hasattr(os, 'pidfd_open') and can(_pidfd)}
-
-def hidden_paths():
-    "The sys.path folders uid 65534 cannot list (asked of a child that drops to it)."
-    cands = [p for p in dict.fromkeys(sys.path) if p and os.path.isdir(p)]
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            _drop_uid()
-            bad = []
-            for p in cands:
-                try: os.listdir(p)
-                except OSError: bad.append(p)
-            os.write(w, json.dumps(bad).encode())
-        finally: os._exit(0)
-    os.close(w)
-    with os.fdopen(r, 'rb') as f: data = f.read()
-    os.waitpid(pid, 0)
-    return json.loads(data or b'[]')
-
-LEVELS = ('guard', 'uid', 'namespace')
-
-def choose_level(caps, want):
-    "The strongest level `caps` allow, no stronger than `want` ('auto': no cap)."
-    best = 'namespace' if caps['uid'] and caps['netns'] else 'uid' if caps['uid'] else 'guard'
-    return best if want == 'auto' else min(want, best, key=LEVELS.index)
-
-def serve_one(sock, cfg, level, caps):
-    "The runner: hello, read the request, run it, answer."
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, _raise_cancelled)
-    os.setsid()
-    sock.sendall(json.dumps({'pid': os.getpid()}).encode() + b'\n')
-    buf = bytearray()
-    while b'\n' not in buf:
-        data = sock.recv(1 << 16)
-        if not data: return
-        buf += data
-    req = json.loads(bytes(buf[:buf.index(b'\n')]))
-    try: res = execute(req, cfg, level, caps)
-    except Cancelled: res = {'status': 'error', 'error': 'cancelled'}
-    except Exception as e: res = {'status': 'error', 'error': f'runner failed: {type(e).__name__}: {e}'}
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    sock.sendall(json.dumps(res).encode() + b'\n')
-
-def serve(ctl, cfg, level, caps):
-    "Fork one runner per file descriptor received on `ctl`; exit when the caller goes away."
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-    while True:
-        try: msg, fds, _, _ = socket.recv_fds(ctl, 16, 4)
-        except InterruptedError: continue
-        except OSError: os._exit(0)
-        if not msg and not fds: os._exit(0)
-        for fd in fds:
-            pid = os.fork()
-            if pid == 0:
-                code = 1
-                try:
-                    ctl.close()
-                    serve_one(socket.socket(fileno=fd), cfg, level, caps); code = 0
-                except BaseException: traceback.print_exc()
-                finally: os._exit(code)
-            os.close(fd)
-
-def main():
-    ctl, cfg = socket.socket(fileno=int(sys.argv[1])), json.loads(sys.argv[2])
-    caps = probe()
-    level = choose_level(caps, cfg['isolation'])
-    if level == 'namespace':
-        try: unshare(CLONE_NEWNET)
-        except OSError: level = 'uid'
-    for mod in ('numpy', 'sympy'):
-        try: __import__(mod)
-        except Exception: pass
-    if level != 'guard':
-        for p in hidden_paths():
-            try: fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY)
-            except OSError: continue
-            PATH_FDS[p] = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10); os.close(fd)   # above the fds a child rewires
-    if PATH_FDS: reroute_imports(PATH_FDS)
-    caps['rerouted'] = sorted(PATH_FDS)
-    gc.collect(); gc.freeze()
-    ctl.sendall(json.dumps({'pid': os.getpid(), 'level': level, 'caps': caps}).encode())
-    serve(ctl, cfg, level, caps)
-
-if __name__ == '__main__': main()
-'''
-
-_ZYGOTE_SRC = ''.join([_ZSRC_HEAD, _ZSRC_LIMITS, _ZSRC_GUARD, _ZSRC_EXEC, _ZSRC_CHILD, _ZSRC_OUTCOME, _ZSRC_RUNNER, _ZSRC_MAIN])
+def zygote_settings(cfg: ExecConfig) -> str:
+    "The zygote's start-up settings for `cfg`, as JSON: the fields of `ExecConfig` that `zygote.Settings` names."
+    return json.dumps({k: getattr(cfg, k) for k in zygote.Settings.__annotations__})
 
 # %% ../nbs/03_executor.ipynb #9ae6ede9
 _ZYGOTE_ENV = {'OPENBLAS_NUM_THREADS': '1', 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1', 'PYTHONDONTWRITEBYTECODE': '1'}
@@ -523,9 +55,8 @@ class _Zygote:
     "A running fork server: its process, its control socket, and what it reported at start-up."
     def __init__(self, cfg: ExecConfig):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        args = json.dumps({k: getattr(cfg, k) for k in ('cpu_seconds', 'memory_mb', 'output_bytes', 'max_procs', 'preamble', 'isolation')})
         try:
-            self.proc = subprocess.Popen([sys.executable, '-c', _ZYGOTE_SRC, str(theirs.fileno()), args],
+            self.proc = subprocess.Popen([sys.executable, '-c', zygote_source(), str(theirs.fileno()), zygote_settings(cfg)],
                                          pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                          env={**os.environ, **_ZYGOTE_ENV}, cwd='/')
         finally: theirs.close()
@@ -611,36 +142,51 @@ def _live_zygote(self: Executor) -> _Zygote:
         return self._zygote
 
 @patch
+def _open_runner(self: Executor, z: _Zygote) -> tuple[socket.socket, bytearray, int] | None:
+    "A fresh runner forked by zygote `z`: our end of its socket, the read buffer, its pid; None if `z` is gone."
+    ours, theirs = socket.socketpair()
+    try: z.send(theirs)
+    except OSError: ours.close(); return None
+    finally: theirs.close()
+    buf = bytearray()
+    try: hello = _recv_line(ours, buf, time.monotonic() + _START_TIMEOUT)
+    except TimeoutError: hello = None
+    if hello is None: ours.close(); return None
+    return ours, buf, json.loads(hello)['pid']
+
+def _result(m: dict, t0: float, level: str) -> ExecResult:
+    "The `ExecResult` of a runner's result message."
+    return ExecResult(m['status'], m.get('stdout', ''), m.get('stderr', ''), bool(m.get('truncated')),
+                      time.monotonic() - t0, m.get('returncode'), m.get('error'), level)
+
+@patch
+def _exchange(self: Executor, sock: socket.socket, buf: bytearray, rpid: int, code: str, timeout: float, t0: float,
+              level: str) -> ExecResult:
+    "Send runner `rpid` its request and wait for the result, killing the runner if it stops answering."
+    with self._lock: self._active.add(rpid)
+    try:
+        sock.sendall(json.dumps({'code': code, 'timeout': timeout}).encode() + b'\n')
+        line = _recv_line(sock, buf, t0 + timeout + _GRACE)
+    except TimeoutError:
+        _kill(rpid, signal.SIGKILL)
+        return _failed('runner unresponsive', t0, level, 'timeout')
+    except OSError: line = None
+    finally:
+        with self._lock: self._active.discard(rpid)
+    if line is None: return _failed('runner died', t0, level)
+    return _result(json.loads(line), t0, level)
+
+@patch
 def _run(self: Executor, code: str, timeout: float) -> ExecResult:
     "Execute one run through the zygote (blocking); always returns a result."
     t0 = time.monotonic()
-    for _attempt in range(2):
+    for _attempt in range(2):  # a zygote that died before forking the runner: once more, on a fresh one
         try: z = self._live_zygote()
         except _Closed: return _failed('executor closed', t0)
-        ours, theirs = socket.socketpair()
-        with ours:
-            try: z.send(theirs)
-            except OSError: continue
-            finally: theirs.close()
-            buf = bytearray()
-            try: hello = _recv_line(ours, buf, time.monotonic() + _START_TIMEOUT)
-            except TimeoutError: hello = None
-            if hello is None: continue
-            rpid = json.loads(hello)['pid']
-            with self._lock: self._active.add(rpid)
-            try:
-                ours.sendall(json.dumps({'code': code, 'timeout': timeout}).encode() + b'\n')
-                line = _recv_line(ours, buf, t0 + timeout + _GRACE)
-            except TimeoutError:
-                _kill(rpid, signal.SIGKILL)
-                return _failed('runner unresponsive', t0, z.level, 'timeout')
-            except OSError: line = None
-            finally:
-                with self._lock: self._active.discard(rpid)
-            if line is None: return _failed('runner died', t0, z.level)
-            m = json.loads(line)
-            return ExecResult(m['status'], m.get('stdout', ''), m.get('stderr', ''), bool(m.get('truncated')),
-                              time.monotonic() - t0, m.get('returncode'), m.get('error'), z.level)
+        runner = self._open_runner(z)
+        if runner is None: continue
+        sock, buf, rpid = runner
+        with sock: return self._exchange(sock, buf, rpid, code, timeout, t0, z.level)
     return _failed('zygote died', t0)
 
 def _kill(pid: int, sig: int) -> None:

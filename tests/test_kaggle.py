@@ -109,6 +109,25 @@ assert L.__spec__.loader.get_source(L.__name__) == open(L.__file__).read()
     assert 'aimo2_nb.engines.llamacpp is not embedded: using the installed' in p.stdout  # a local run's other engine
 
 
+def test_embedded_executor_launches_its_zygote_from_the_embedded_source(tmp_path):
+    "The sandbox starts from the source the import hook serves (aimo2_nb.zygote is embedded, not installed)."
+    nb = json.loads((ROOT / 'submission' / NOTEBOOK_FILE).read_text())
+    cells = [''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'code']
+    upto = next(i for i, c in enumerate(cells) if c.startswith('import aimo2_nb'))
+    script = '\n'.join(cells[:upto]) + """
+from aimo2_nb import zygote
+from aimo2_nb.executor import Executor, zygote_source
+assert zygote.__file__ == '<embedded aimo2_nb.zygote>' and zygote_source() == AIMO2_SOURCES['aimo2_nb.zygote']
+with Executor() as ex: r = ex.submit('print(6 * 7)').result()
+assert r.ok and r.stdout == '42\\n', r
+print('ran in the sandbox:', r.isolation)
+"""
+    (tmp_path / 'sandbox.py').write_text(script)
+    p = subprocess.run([sys.executable, 'sandbox.py'], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert 'ran in the sandbox:' in p.stdout
+
+
 def test_only_the_served_engines_are_embedded():
     "The GPU submission embeds its engine (lmdeploy) and the dry-run engine (scripted, in engines.replay), nothing else."
     nb = json.loads((ROOT / 'submission' / NOTEBOOK_FILE).read_text())
