@@ -5,7 +5,7 @@
 # %% ../nbs/09_solver.ipynb #d2cdce61
 from __future__ import annotations
 import logging, time, traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 from .core import Clock, RealClock, patch
 from .config import PromptKind, QuestionStopReason, RunConfig, SampleStopReason, config_hash, to_dict
@@ -19,7 +19,7 @@ from . import trace as T
 _log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['DECISIONS', 'SolveResult', 'Solver', 'decisions', 'replay']
+__all__ = ['SolveResult', 'Solver']
 
 # %% ../nbs/09_solver.ipynb #10fb90b3
 @dataclass
@@ -338,36 +338,3 @@ def solve(self: Solver, question: str, qid: str | None = None, gold: int | None 
         self.done += 1
         try: self.writer.flush()
         except Exception: _log.warning('solver: writing the trace failed', exc_info=True)
-
-# %% ../nbs/09_solver.ipynb #57f74943
-DECISIONS = ('answer', 'code_start', 'code_done', 'sample_stop', 'question_stop', 'vote', 'question_end')
-
-def decisions(events: list) -> list:
-    "The decision events of a trace: what a replay must reproduce. Bookkeeping after the stop keeps no time."
-    out = []
-    for e in events:
-        if e.kind not in DECISIONS: continue
-        if e.kind in ('vote', 'question_end') or (e.kind == 'code_done' and e.status == 'cancelled'): e = replace(e, t=None)
-        out.append(e)
-    return out
-
-def replay(events: list, config: RunConfig | None = None) -> SolveResult:
-    "Re-run one recorded question through the solver with its recorded inputs."
-    from aimo2_nb.engines.replay import ReplayEngine
-    start = next(e for e in events if e.kind == 'question_start')
-    cfg = config or _config_of(start)
-    eng = ReplayEngine(events)  # code results: the recorded `code_done` events themselves
-    s = Solver(eng, cfg, executor=eng.executor, budget_start=0.0)
-    s.done = 0
-    # the recorded plan is reproduced by giving the solver the same budget position
-    s.budget_start = eng.clock.now() - _elapsed_before(start, cfg)
-    return s.solve(start.question, start.qid, start.gold)
-
-def _config_of(start) -> RunConfig:
-    from aimo2_nb.config import from_dict
-    return from_dict(RunConfig, start.config)
-
-def _elapsed_before(start, cfg: RunConfig) -> float:
-    "Budget time already used when the question started, recovered from its recorded plan."
-    # avg_s_left = (total - used - reserve) / questions_left, with questions_left = n_questions (replay starts fresh)
-    return cfg.budget.total_s - cfg.budget.reserve_s - start.avg_s_left * max(1, cfg.budget.n_questions)

@@ -7,7 +7,8 @@ from aimo2_nb.config import (RunConfig, PromptConfig, PromptSpec, Tier, EarlyTim
                              ConsistencyRule, load_config)
 from aimo2_nb.core import RealClock
 from aimo2_nb.engines.replay import TimedEngine, Step, say, ScriptedExecutor
-from aimo2_nb.solver import Solver, replay, decisions
+from aimo2_nb.solver import Solver
+from aimo2_nb.rerun import replay, decisions
 
 def ok_result(stdout):
     return SimpleNamespace(status='ok', stdout=stdout, stderr='', truncated=False, duration=0.01, error=None)
