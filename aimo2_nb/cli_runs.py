@@ -145,9 +145,11 @@ def cli_bench(argv: list[str]) -> int:
     "`aimo2 bench [--small] [--out DIR] [--exec-runs N]`"
     p = argparse.ArgumentParser(prog='aimo2 bench', description='Run the benchmarks (ratios against baselines in the same run).')
     p.add_argument('--small', action='store_true', help='small sizes (seconds; what CI runs)')
-    p.add_argument('--out', default='bench', help='folder for results.json and results.md (default: %(default)s)')
+    p.add_argument('--out', default=None, help='folder for results.json and results.md (default: bench, the recorded '
+                   'results; with --small: runs/bench-small, so a smoke run never replaces them)')
     p.add_argument('--exec-runs', type=int, default=None, help='runs per code snippet')
     a = p.parse_args(argv)
+    a.out = a.out or ('runs/bench-small' if a.small else 'bench')
     res = run_bench(a.out, small=a.small, exec_runs=a.exec_runs)
     md = Path(a.out) / 'results.md'
     print(md.read_text() if md.exists() else json.dumps(res, indent=2))

@@ -23,3 +23,13 @@ def test_run_bench_small(tmp_path):
     assert isinstance(data['exec'], dict) and 'source' in data['exec']
     assert '| samples x tokens |' in md and 'Code execution latency' in md
     assert res['loop_cpu_us_per_token'] == data['loop_cpu_us_per_token']
+
+
+def test_aimo2_bench_small_compares_like_with_like(tmp_path, monkeypatch, capsys):
+    "`aimo2 bench --small` gives no verdict against the goals set at 32 x 16k, and leaves the recorded bench/ alone."
+    from aimo2_nb.cli import main
+    monkeypatch.chdir(tmp_path)
+    assert main(['bench', '--small', '--exec-runs', '2']) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / 'runs' / 'bench-small' / 'results.md').is_file() and not (tmp_path / 'bench').exists()
+    assert 'gives no verdict' in out and '>= 3x faster than the seed at 16k:' not in out
