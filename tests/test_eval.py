@@ -200,3 +200,14 @@ def test_cli_eval_runs_and_resumes(tmp_path, capsys, monkeypatch):
     assert cli_eval([str(csv), '--config', str(cfgp), '--out', str(out), '--limit', '3', '--engine-kind', 'scripted', '--quiet']) == 0
     assert len((out / 'results.jsonl').read_text().splitlines()) == 3
     assert (out / 'summary.json').exists() and (out / 'tokens.png').exists()
+
+
+def test_missing_matplotlib_is_said_not_silent(tmp_path, monkeypatch, caplog):
+    "Without matplotlib the summary is still written and a warning names what was skipped and the install that brings it."
+    run = tmp_path / 'run'; shutil.copytree(FIXTURE, run)
+    for p in run.glob('*.png'): p.unlink()
+    def no_matplotlib(d): raise ImportError("No module named 'matplotlib'")
+    monkeypatch.setattr(E, 'save_plots', no_matplotlib)
+    with caplog.at_level('WARNING', logger='aimo2_nb'): m = E.finish_run(run)
+    assert m['questions'] == 10 and (run / 'summary.json').is_file() and not list(run.glob('*.png'))
+    assert E.PLOTS_MISSING in caplog.text and 'pip install matplotlib' in E.PLOTS_MISSING
