@@ -55,3 +55,19 @@ def test_imports_in_their_own_cells(nb):
     "nbdev_docs executes every cell holding an import (FAQ: 'cells containing imports and other code'): keep them apart."
     bad = [s.split('\n')[0] for s in cells(nb, 'code') if _mixed(s)]
     assert not bad, f"{nb.name}: move the imports of these cells into the hidden test-import cell: {bad}"
+
+BAD_OUTPUT = re.compile(r'/tmp/|/work/|/root/|/home/|PosixPath\(|\bat 0x[0-9a-f]+|\d{4}-\d{2}-\d{2}[ T]\d\d:\d\d|Traceback')
+
+@pytest.mark.parametrize('nb', NBS, ids=lambda p: p.stem)
+def test_stored_outputs_are_short_and_clean(nb):
+    "Stored outputs show what a lesson cell produces: short text, no machine paths, dates, tracebacks or images."
+    for c in json.loads(nb.read_text(encoding='utf-8'))['cells']:
+        for o in c.get('outputs', []):
+            assert o['output_type'] in ('stream', 'execute_result', 'display_data'), (nb.name, o['output_type'])
+            assert o.get('name', 'stdout') == 'stdout', f"{nb.name}: stored stderr"
+            data = {'text': o['text']} if 'text' in o else o['data']
+            assert set(data) <= {'text', 'text/plain', 'text/markdown', 'text/html'}, (nb.name, set(data))
+            for mime, v in data.items():
+                s = ''.join(v) if isinstance(v, list) else v
+                assert len(s) <= (6000 if mime == 'text/html' else 2000), f"{nb.name}: a {len(s)}-character output"
+                assert not BAD_OUTPUT.search(s), f"{nb.name}: output holds {BAD_OUTPUT.search(s).group(0)!r}"
