@@ -112,11 +112,11 @@ GLOSSARY_WORDS = ['seed', 'tier', 'weight', 'min_answers', 'cot_boxed', 'fallbac
 
 def test_glossary_defines_the_words_of_the_output():
     g = section('Glossary')
-    from aimo2_nb.policies import sample_stop, question_stop
-    import inspect
-    reasons = set(re.findall(r"'([a-z_]+)'", inspect.getsource(sample_stop)))
-    reasons |= set(re.findall(r"StopDecision\('([a-z_]+)'", inspect.getsource(question_stop)))
-    reasons |= {'no_time', 'engine_error', 'solver_error', 'stop', 'length', 'abort', 'error', 'unfinished'}
+    import inspect, typing
+    from aimo2_nb.config import SampleStopReason, QuestionStopReason
+    from aimo2_nb.engines.base import FinishReason
+    reasons = set(typing.get_args(SampleStopReason)) | set(typing.get_args(QuestionStopReason))
+    reasons |= set(typing.get_args(FinishReason)) | {'unfinished'}
     from aimo2_nb.eval import _code_outcome
     reasons |= set(re.findall(r"'([a-z_]+)'", inspect.getsource(_code_outcome))) - {'ok', 'cancelled'}
     for w in sorted(reasons) + GLOSSARY_WORDS:
