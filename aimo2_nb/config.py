@@ -8,7 +8,7 @@ import copy, dataclasses, hashlib, json, re, types, typing
 from dataclasses import dataclass, field, fields, asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
-from .core import ConfigError, check, check_range, check_choice
+from .core import ConfigError, check, check_range, check_choice, load_yaml
 
 # %% auto #0
 __all__ = ['Isolation', 'PromptKind', 'SEED_COT', 'SEED_CODE', 'SEED_RULES', 'SampleStopReason', 'QuestionStopReason',
@@ -334,13 +334,11 @@ class RunConfig:
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
     "Read a `RunConfig` from a YAML/JSON file (missing keys keep their defaults), then apply `overrides`."
-    import yaml
     data = {}
     if path is not None:
         p = Path(path)
         if not p.exists(): raise ConfigError(f"config file not found: {p}")
-        try: data = yaml.safe_load(p.read_text(encoding='utf-8')) or {}
-        except yaml.YAMLError as e: raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        data = load_yaml(p) or {}  # bounded: size, depth, alias expansion; binary files and folders are errors
         if not isinstance(data, dict): raise ConfigError(f"{p}: expected a mapping at the top, got {type(data).__name__}")
     defaults = to_dict(RunConfig()) if overrides else None
     for k, v in (overrides or {}).items(): _set_dotted(data, k, v, defaults)

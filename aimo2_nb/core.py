@@ -4,13 +4,13 @@
 
 # %% ../nbs/00_core.ipynb #5404b13e
 from __future__ import annotations
-import logging, math, sys, threading, time
+import logging, math, re, sys, threading, time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
 # %% auto #0
 __all__ = ['PROBLEMS', 'patch', 'ConfigError', 'check', 'check_range', 'check_choice', 'problem_csv', 'Clock', 'RealClock',
-           'VirtualClock', 'project_root', 'LogLines', 'show_logs']
+           'VirtualClock', 'project_root', 'load_yaml', 'clean_text', 'LogLines', 'show_logs']
 
 # %% ../nbs/00_core.ipynb #5e36410b
 def patch(f: Callable) -> Callable:
@@ -82,6 +82,66 @@ def project_root(start: Path | None = None) -> Path:
     for d in (p, *p.parents):
         if (d / 'settings.ini').exists(): return d
     raise FileNotFoundError(f"no settings.ini above {p}")
+
+# %% ../nbs/00_core.ipynb #b12c0002
+def _yaml_loader(max_depth: int):
+    "A safe YAML loader class that refuses nesting deeper than `max_depth`."
+    import yaml
+    class Loader(yaml.SafeLoader):
+        depth = 0
+        def compose_node(self, parent, index):
+            self.depth += 1
+            try:
+                if self.depth > max_depth:
+                    raise ConfigError(f"nested deeper than {max_depth} levels (line {self.peek_event().start_mark.line + 1})")
+                return super().compose_node(parent, index)
+            finally: self.depth -= 1
+    return Loader
+
+def _expanded_nodes(node, memo: dict) -> int:
+    "How many nodes `node` stands for once every alias is copied (computed on the shared graph, in linear time)."
+    import yaml
+    k = id(node)
+    if k in memo: return memo[k]
+    memo[k] = 1  # a recursive alias counts once
+    if isinstance(node, yaml.MappingNode): n = 1 + sum(_expanded_nodes(a, memo) + _expanded_nodes(b, memo) for a, b in node.value)
+    elif isinstance(node, yaml.SequenceNode): n = 1 + sum(_expanded_nodes(c, memo) for c in node.value)
+    else: n = 1
+    memo[k] = n
+    return n
+
+def load_yaml(source: str | Path, where: str | None = None, max_bytes: int = 1 << 20, max_depth: int = 64,
+              max_nodes: int = 100_000) -> Any:
+    "YAML from text or a file, within limits of size, depth and expanded size; any failure is a one-line `ConfigError`."
+    import yaml
+    if isinstance(source, Path):
+        where = where or str(source)
+        if not source.exists(): raise ConfigError(f"{where}: file not found")
+        if source.is_dir(): raise ConfigError(f"{where}: is a folder, not a YAML file")
+        try: raw = source.read_bytes()[:max_bytes + 1]
+        except OSError as e: raise ConfigError(f"{where}: cannot read: {e.strerror or e}") from None
+        try: text = raw.decode('utf-8')
+        except UnicodeDecodeError: raise ConfigError(f"{where}: not a text file (not UTF-8)") from None
+    else: text, where = source, where or 'YAML'
+    if len(text) > max_bytes: raise ConfigError(f"{where}: larger than {max_bytes} bytes")
+    loader = _yaml_loader(max_depth)(text)
+    try:
+        node = loader.get_single_node()
+        if node is None: return None
+        if (n := _expanded_nodes(node, {})) > max_nodes:
+            raise ConfigError(f"{where}: expands to more than {max_nodes} values (aliases nested too deep?)")
+        return loader.construct_document(node)
+    except ConfigError as e:
+        raise ConfigError(str(e) if str(e).startswith(where) else f"{where}: {e}") from None
+    except (yaml.YAMLError, RecursionError, ValueError, TypeError) as e:
+        raise ConfigError(f"{where}: not valid YAML: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    finally: loader.dispose()
+
+def clean_text(s: str) -> str:
+    "`s` with everything UTF-8 cannot encode (lone surrogates) replaced by U+FFFD."
+    return _SURROGATE.sub('\ufffd', s) if isinstance(s, str) else s
+
+_SURROGATE = re.compile('[\ud800-\udfff]')
 
 # %% ../nbs/00_core.ipynb #938ed6f2
 class LogLines(logging.StreamHandler):

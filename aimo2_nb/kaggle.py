@@ -8,7 +8,7 @@ import gc, importlib, importlib.util, logging, multiprocessing, os, re, signal, 
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
-from .core import Clock, ConfigError, RealClock, check, check_choice, check_range, patch
+from .core import Clock, ConfigError, RealClock, check, check_choice, check_range, patch, clean_text, load_yaml
 from .config import RunConfig, default_profile, from_dict, to_dict
 from .policies import plan_question
 from .engines.base import engine_class, load_engine
@@ -162,12 +162,9 @@ def submission_yaml(sub: SubmissionConfig) -> str:
 
 def load_submission(text_or_path: str | Path, base: SubmissionConfig | None = None) -> SubmissionConfig:
     "Read a submission config from YAML text or a file path."
-    import yaml
     p = Path(text_or_path) if isinstance(text_or_path, Path) or '\n' not in str(text_or_path) else None
-    if p is not None and not p.is_file(): raise ConfigError(f"config file not found: {p}")
-    text = p.read_text(encoding='utf-8') if p is not None else str(text_or_path)
-    try: data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e: raise ConfigError(f"{p or 'config'}: not valid YAML: {e}") from None
+    if p is not None and not p.exists(): raise ConfigError(f"config file not found: {p}")
+    data = (load_yaml(p) if p is not None else load_yaml(str(text_or_path), 'config')) or {}
     if not isinstance(data, dict): raise ConfigError(f"{p or 'config'}: expected a mapping at the top, got {type(data).__name__}")
     return submission_from_data(data, base)
 
@@ -255,7 +252,9 @@ def answer_frame(id_: Any, answer: int):
     "A one-row DataFrame (polars when it imports) echoing `id_` with `answer`."
     try:
         import polars as pl
-        ids = id_[:1].alias('id') if isinstance(id_, pl.Series) else pl.Series('id', [first_value(id_)])
+        if isinstance(id_, pl.Series):  # an empty Series still gives one row (id null, its dtype kept): never a pandas frame
+            ids = id_[:1].alias('id') if len(id_) else pl.Series('id', [None], dtype=id_.dtype)
+        else: ids = pl.Series('id', [first_value(id_)])
         return pl.DataFrame([ids, pl.Series('answer', [int(answer)], dtype=pl.Int64)])
     except ImportError:
         import pandas as pd
@@ -497,7 +496,10 @@ def predict(self: Server, id_: Any, problem: Any, *rest: Any):
         gold = first_value(rest[0]) if rest else None
         gold = gold if isinstance(gold, int) and not isinstance(gold, bool) else None
         self.wait_engine(first, call_start)
-        answer, reason = self.solve(str(first_value(problem)), qid, call_start, first, gold)
+        if hasattr(id_, '__len__') and not isinstance(id_, (str, bytes)) and len(id_) == 0:
+            _log.warning("predict: the id argument is empty (the gateway sends one row): answering the fallback")
+        question = clean_text(str(first_value(problem)))  # a lone surrogate would break the trace and the tokenizer
+        answer, reason = self.solve(question, qid, call_start, first, gold)
     except BaseException as e:
         reason = f"predict failed: {type(e).__name__}: {e}"
     finally:

@@ -105,13 +105,28 @@ def to_json(e) -> str:
     "One JSON line for event `e`."
     return json.dumps({'kind': e.kind, **asdict(e)}, ensure_ascii=False, separators=(',', ':'))
 
+_CHECKS = {  # annotation (as written) -> test of a JSON value
+    'str': lambda v: isinstance(v, str), 'bool': lambda v: isinstance(v, bool),
+    'int': lambda v: isinstance(v, int) and not isinstance(v, bool),
+    'float': lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    'list': lambda v: isinstance(v, list), 'dict': lambda v: isinstance(v, dict)}
+
+def _type_ok(ann: str, v) -> bool:
+    "Does JSON value `v` fit the field annotation `ann` (e.g. 'int | None')?"
+    parts = [p.strip() for p in str(ann).split('|')]
+    return any(v is None if p == 'None' else _CHECKS.get(p, lambda _: True)(v) for p in parts)
+
 def from_json(line: str):
-    "The event encoded in `line`."
+    "The event encoded in `line`; a field of the wrong type is an error naming it."
     d = json.loads(line)
+    if not isinstance(d, dict): raise ValueError(f"trace line is not an object: {line[:80]!r}")
     cls = EVENTS.get(d.pop('kind', None))
     if cls is None: raise ValueError(f"trace line has an unknown kind: {line[:80]!r}")
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in d.items() if k in names})
+    fs = {f.name: f for f in fields(cls)}
+    for k, v in d.items():
+        if k in fs and not _type_ok(fs[k].type, v):
+            raise ValueError(f"trace line: {cls.kind}.{k} should be {fs[k].type}, got {type(v).__name__} {str(v)[:40]!r}")
+    return cls(**{k: v for k, v in d.items() if k in fs})
 
 # %% ../nbs/07_trace.ipynb #468a7d85
 class TraceWriter:

@@ -18,7 +18,9 @@ def esc(x: Any) -> str:
     return html.escape('' if x is None else str(x), quote=True)
 
 def _fmt_t(t: float | None) -> str:
-    return '-' if t is None else f"{t:.1f}s" if t < 100 else f"{t:.0f}s"
+    if t is None: return '-'
+    if not isinstance(t, (int, float)) or isinstance(t, bool): return esc(t)  # validated traces never get here
+    return f"{t:.1f}s" if t < 100 else f"{t:.0f}s"
 
 # %% ../nbs/14_viewer.ipynb #60f1e86e
 def lanes(events: Sequence) -> list[dict]:
@@ -62,7 +64,7 @@ def spark(L: dict, t_max: float, tok_max: int, gold: int | None, qstop_t: float 
     pts = L['curve']
     if len(pts) > 300: pts = pts[::len(pts) // 300 + 1] + [pts[-1]]  # enough for 560 pixels
     parts = [f'<svg class="spark" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" '
-             f'aria-label="tokens over time of sample {L["sample"]}">',
+             f'aria-label="tokens over time of sample {esc(L["sample"])}">',
              f'<rect x="{ml}" y="{mt}" width="{w - ml - mr}" height="{h - mt - mb}" class="spark-bg"/>',
              f'<g class="axes"><line class="axis y-axis" x1="{ml}" x2="{ml}" y1="{mt}" y2="{h - mb}"/>'
              f'<line class="axis x-axis" x1="{ml}" x2="{w - mr}" y1="{h - mb}" y2="{h - mb}"/>'
@@ -78,7 +80,7 @@ def spark(L: dict, t_max: float, tok_max: int, gold: int | None, qstop_t: float 
         if e.kind == 'answer':
             ok = 'ungraded' if gold is None else 'right' if e.value == gold else 'wrong'
             parts.append(f'<circle class="mark-answer {ok}" cx="{X(e.t):.1f}" cy="{Y(e.tokens):.1f}" r="4">'
-                         f'<title>{esc(e.source)} answer {esc(e.value)} at {_fmt_t(e.t)}, {e.tokens} tokens</title></circle>')
+                         f'<title>{esc(e.source)} answer {esc(e.value)} at {_fmt_t(e.t)}, {esc(e.tokens)} tokens</title></circle>')
         elif e.kind == 'code_start':
             parts.append(f'<rect class="mark-code" x="{X(e.t) - 3:.1f}" y="{Y(e.tokens) - 3:.1f}" width="6" height="6">'
                          f'<title>code block {e.block} at {_fmt_t(e.t)}</title></rect>')
@@ -91,7 +93,7 @@ def spark(L: dict, t_max: float, tok_max: int, gold: int | None, qstop_t: float 
 def _code_run(start, done) -> str:
     "One code run: status, answer, duration; code and output inside <details>."
     st = done.status if done else 'pending'
-    head = f"code block {start.block} at {_fmt_t(start.t)}: <b class=\"code-status\">{esc(st)}</b>"
+    head = f"code block {esc(start.block)} at {_fmt_t(start.t)}: <b class=\"code-status\">{esc(st)}</b>"
     if done is not None:
         if done.value is not None: head += f" &rarr; <span class=\"code-value\">{esc(done.value)}</span>"
         if done.error: head += f" <span class=\"code-error\">{esc(done.error)}</span>"
@@ -99,7 +101,7 @@ def _code_run(start, done) -> str:
     body = f'<pre class="code">{esc(start.code)}</pre>'
     if done is not None and done.stdout: body += f'<div class="label">stdout</div><pre class="stdout">{esc(done.stdout)}</pre>'
     if done is not None and done.stderr: body += f'<div class="label">stderr</div><pre class="stderr">{esc(done.stderr)}</pre>'
-    return (f'<li class="code-run" data-status="{esc(st)}" data-block="{start.block}"><details><summary>{head}</summary>'
+    return (f'<li class="code-run" data-status="{esc(st)}" data-block="{esc(start.block)}"><details><summary>{head}</summary>'
             f'{body}</details></li>')
 
 def _sample_text(L: dict) -> str:
@@ -125,28 +127,28 @@ def lane_html(L: dict, t_max: float, tok_max: int, gold: int | None, qstop_t: fl
         if e.kind == 'answer':
             ok = '' if gold is None else (' right' if e.value == gold else ' wrong')
             items.append(f'<li class="answer{ok}" data-value="{esc(e.value)}" data-source="{esc(e.source)}" '
-                         f'data-tokens="{e.tokens}">{_fmt_t(e.t)} &middot; token {e.tokens}: {esc(e.source)} answer '
+                         f'data-tokens="{esc(e.tokens)}">{_fmt_t(e.t)} &middot; token {esc(e.tokens)}: {esc(e.source)} answer '
                          f'<b>{esc(e.value)}</b></li>')
         elif e.kind == 'code_start': items.append(_code_run(e, dones.get(e.block)))
         elif e.kind == 'sample_stop':
-            items.append(f'<li class="stop">{_fmt_t(e.t)} &middot; token {e.tokens}: stopped: '
+            items.append(f'<li class="stop">{_fmt_t(e.t)} &middot; token {esc(e.tokens)}: stopped: '
                          f'<span class="stop-reason">{esc(e.reason)}</span></li>')
     if stop is None and L['stop_t'] is not None:
         items.append(f'<li class="stop">{_fmt_t(L["stop_t"])}: aborted by the question stop '
                      f'(<span class="stop-reason">{esc(L["cut_by"])}</span>)</li>')
     if end is not None:
-        after = f", {end.tokens_after_stop} after the stop" if end.tokens_after_stop else ''
+        after = f", {esc(end.tokens_after_stop)} after the stop" if end.tokens_after_stop else ''
         err = f' <span class="lane-error">{esc(end.error)}</span>' if end.error else ''
-        items.append(f'<li class="end">{_fmt_t(end.t)}: ended <b>{esc(finish)}</b> at {end.tokens} tokens{after}{err}</li>')
+        items.append(f'<li class="end">{_fmt_t(end.t)}: ended <b>{esc(finish)}</b> at {esc(end.tokens)} tokens{after}{err}</li>')
     vote_v = next((e.value for e in reversed(answers) if e.source == 'code'), None)
     if vote_v is None and answers: vote_v = answers[-1].value
-    head = (f'<div class="lane-head"><span class="sample-id">#{L["sample"]}</span> <span class="kind">{esc(L["kind"])}</span> '
-            f'<span class="tokens">{end.tokens if end else L["curve"][-1][1]} tokens</span> '
+    head = (f'<div class="lane-head"><span class="sample-id">#{esc(L["sample"])}</span> <span class="kind">{esc(L["kind"])}</span> '
+            f'<span class="tokens">{esc(end.tokens if end else L["curve"][-1][1])} tokens</span> '
             f'<span class="finish">{esc(finish)}</span>'
             + (f' <span class="why">stopped: <span class="stop-reason">{esc(why)}</span></span>' if why else '')
             + (f' <span class="lane-vote">votes <b>{esc(vote_v)}</b></span>' if vote_v is not None else ' <span class="lane-vote none">no answer</span>')
             + '</div>')
-    return (f'<div class="lane" data-sample="{L["sample"]}" data-kind="{esc(L["kind"])}" data-finish="{esc(finish)}" '
+    return (f'<div class="lane" data-sample="{esc(L["sample"])}" data-kind="{esc(L["kind"])}" data-finish="{esc(finish)}" '
             f'data-stop="{esc(why or "")}">{head}{spark(L, t_max, tok_max, gold, qstop_t)}'
             f'<ol class="events">{"".join(items)}</ol>{_sample_text(L)}</div>')
 
@@ -207,7 +209,7 @@ def trace_html(trace: Sequence, style: bool = True) -> str:
                  + (f' ({esc(qstop.detail)})' if qstop.detail else '')
                  + f' at <span class="stop-time">{_fmt_t(qstop.t)}</span> with {qstop.n_answers} answers</div>')
     if end:
-        h.append(f'<div class="meta">ended {_fmt_t(end.t)}: {end.tokens} tokens, {end.tokens_after_stop} after stop decisions'
+        h.append(f'<div class="meta">ended {_fmt_t(end.t)}: {esc(end.tokens)} tokens, {esc(end.tokens_after_stop)} after stop decisions'
                  f' &middot; outcome <span class="end-reason">{esc(end.reason)}</span></div>')
     if vote_e and vote_e.tally:
         rows = ''.join(f'<tr data-answer="{esc(a)}"{" class=winner" if a == vote_e.answer else ""}><td>{esc(a)}</td>'
@@ -263,7 +265,7 @@ def run_html(run_dir: str | Path) -> str:
         rows.append(f'<tr class="{ok}" data-qid="{esc(qid)}"><td><a href="#q-{esc(qid)}">{esc(qid)}</a></td>'
                     f'<td class="ans">{esc(end.answer if end else "")}</td><td>{esc(gold)}</td>'
                     f'<td>{esc(end.reason if end else "")}</td><td>{_fmt_t(end.t if end else None)}</td>'
-                    f'<td>{end.tokens if end else ""}</td></tr>')
+                    f'<td>{esc(end.tokens if end else "")}</td></tr>')
     title = d.resolve().name
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; style-src \'unsafe-inline\'; img-src data:">'
