@@ -4,11 +4,11 @@
 
 # %% ../nbs/10_cli.ipynb #acfd497a
 from __future__ import annotations
-import argparse, csv, importlib, logging, sys, time
+import argparse, os, csv, importlib, logging, sys, time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
-from .core import ConfigError, problem_csv, show_logs
+from .core import ConfigError, problem_csv, show_logs, load_yaml
 from .config import RunConfig, load_config, profile, to_dict, config_hash, PROFILES
 
 # %% auto #0
@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aimo2 {cmd}: {e}", file=sys.stderr); return 2
     except KeyboardInterrupt:
         print(f"aimo2 {cmd}: interrupted", file=sys.stderr); return 130
+    except (OSError, ValueError, UnicodeError, RecursionError) as e:  # bad input files: one line; AIMO2_DEBUG=1 re-raises
+        if os.environ.get('AIMO2_DEBUG'): raise
+        msg = str(e).splitlines()[0] if str(e) else ''
+        print(f"aimo2 {cmd}: {type(e).__name__}: {msg[:300]} (AIMO2_DEBUG=1 shows the traceback)", file=sys.stderr); return 2
 
 # %% ../nbs/10_cli.ipynb #aa583401
 @contextmanager
@@ -83,12 +87,11 @@ def add_config_args(p: argparse.ArgumentParser, default_profile: str = 'cpu') ->
 
 def config_from_args(a: argparse.Namespace, **profile_kw) -> RunConfig:
     "The configuration the options describe."
-    import yaml
     over = {}
     for kv in a.set:
         if '=' not in kv: raise ConfigError(f"--set {kv!r}: expected KEY=VALUE")
         k, v = kv.split('=', 1)
-        over[k.strip()] = yaml.safe_load(v)
+        over[k.strip()] = load_yaml(v, f'--set {k.strip()}')
     if a.config: return load_config(a.config, over)
     from aimo2_nb.config import from_dict
     base = to_dict(profile(a.profile, **profile_kw))

@@ -117,13 +117,14 @@ def cli_view(argv: list[str]) -> int:
     a = p.parse_args(argv)
     src = Path(a.run)
     if not src.exists(): raise ConfigError(f"RUN: not found: {src}")
-    if src.is_file():  # a lone trace: view it as a run folder of its own
-        tmp = Path(tempfile.mkdtemp(prefix='aimo2-view-')) / src.stem
-        tmp.mkdir(); shutil.copy(src, tmp / 'traces.jsonl')
-        out, src = Path(a.out) if a.out else src.with_suffix('.html'), tmp
-    else: out = Path(a.out) if a.out else src / 'viewer.html'
-    try: viewer.export_html(src, out)
-    except FileNotFoundError as e: raise ConfigError(f"RUN: {e}") from None
+    with tempfile.TemporaryDirectory(prefix='aimo2-view-') as scratch:  # removed on every exit, errors included
+        if src.is_file():  # a lone trace: view it as a run folder of its own
+            tmp = Path(scratch) / src.stem
+            tmp.mkdir(); shutil.copy(src, tmp / 'traces.jsonl')
+            out, src = Path(a.out) if a.out else src.with_suffix('.html'), tmp
+        else: out = Path(a.out) if a.out else src / 'viewer.html'
+        try: viewer.export_html(src, out)
+        except FileNotFoundError as e: raise ConfigError(f"RUN: {e}") from None
     print(f"wrote {out}")
     return 0
 

@@ -128,7 +128,7 @@ def load_yaml(source: str | Path, where: str | None = None, max_bytes: int = 1 <
     try:
         node = loader.get_single_node()
         if node is None: return None
-        if (n := _expanded_nodes(node, {})) > max_nodes:
+        if _expanded_nodes(node, {}) > max_nodes:
             raise ConfigError(f"{where}: expands to more than {max_nodes} values (aliases nested too deep?)")
         return loader.construct_document(node)
     except ConfigError as e:

@@ -19,12 +19,12 @@ from . import trace as T
 _log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['EARLY_STOPS', 'REPORT_COLUMNS', 'KIND_COLORS', 'PLOTS', 'PLOTS_MISSING', 'EvalError', 'Question', 'read_questions',
-           'append_jsonl', 'read_jsonl', 'read_results', 'repair', 'result_row', 'Progress', 'eval_config',
-           'run_questions', 'question_samples', 'run_folder', 'run_events', 'sample_records', 'run_config',
-           'trace_results', 'run_results', 'stop_savings', 'first_vs_final', 'stop_vs_final', 'run_metrics',
-           'report_row', 'report_table', 'plot_tokens', 'plot_first_last', 'plot_time', 'save_plots', 'finish_run',
-           'evaluate']
+__all__ = ['RESULT_TYPES', 'EARLY_STOPS', 'REPORT_COLUMNS', 'KIND_COLORS', 'PLOTS', 'PLOTS_MISSING', 'EvalError', 'Question',
+           'read_questions', 'append_jsonl', 'read_jsonl', 'result_ok', 'read_results', 'repair', 'result_row',
+           'Progress', 'eval_config', 'run_questions', 'question_samples', 'run_folder', 'run_events', 'sample_records',
+           'run_config', 'trace_results', 'run_results', 'stop_savings', 'first_vs_final', 'stop_vs_final',
+           'run_metrics', 'report_row', 'report_table', 'plot_tokens', 'plot_first_last', 'plot_time', 'save_plots',
+           'finish_run', 'evaluate']
 
 # %% ../nbs/13_eval.ipynb #958a011a
 class EvalError(ValueError):
@@ -75,10 +75,18 @@ def read_jsonl(path: Path) -> list[dict]:
         if isinstance(d, dict): out.append(d)
     return out
 
+_NUM = (int, float)
+RESULT_TYPES = {'id': (str, int), 'answer': int, 'reason': str, 'elapsed': _NUM, 'tokens': int}  # what readers rely on
+
+def result_ok(r: dict) -> bool:
+    "Whether a results.jsonl row has the fields readers use, with their types (a hand-edited or foreign line may not)."
+    return all(k in r and isinstance(r[k], t) and not isinstance(r[k], bool) for k, t in RESULT_TYPES.items())
+
 def read_results(run_dir: str | Path) -> dict[str, dict]:
-    "Result lines of a run folder by question id (the first line of an id wins)."
+    "Valid result lines of a run folder by question id (the first line of an id wins; odd lines are skipped)."
     out: dict[str, dict] = {}
-    for r in read_jsonl(Path(run_dir) / 'results.jsonl'): out.setdefault(str(r.get('id')), r)
+    for r in read_jsonl(Path(run_dir) / 'results.jsonl'):
+        if result_ok(r): out.setdefault(str(r['id']), r)
     return out
 
 def _rewrite(path: Path, lines: list[str]) -> None:

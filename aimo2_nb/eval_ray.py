@@ -9,7 +9,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
-from .core import ConfigError, RealClock, VirtualClock, check, check_choice, check_range
+from .core import ConfigError, RealClock, VirtualClock, check, check_choice, check_range, load_yaml
 from .config import RunConfig, config_hash, from_dict, save_config
 from .solver import Solver
 from . import eval as E
@@ -48,11 +48,9 @@ class EvalPlan:
 
 def load_eval_config(path: str | Path) -> tuple[RunConfig, EvalPlan]:
     "A run's config and its evaluation plan (the `eval:` section) from one YAML file."
-    import yaml
     p = Path(path)
     if not p.exists(): raise ConfigError(f"config file not found: {p}")
-    try: data = yaml.safe_load(p.read_text(encoding='utf-8')) or {}
-    except yaml.YAMLError as e: raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    data = load_yaml(p) or {}
     if not isinstance(data, dict): raise ConfigError(f"{p}: expected a mapping at the top, got {type(data).__name__}")
     plan = data.pop('eval', None) or {}
     return from_dict(RunConfig, data), from_dict(EvalPlan, plan, 'eval')

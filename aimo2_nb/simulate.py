@@ -8,7 +8,7 @@ import csv, dataclasses, json, random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Sequence
-from .core import ConfigError, check, check_range, check_choice
+from .core import ConfigError, check, check_range, check_choice, load_yaml
 from .config import PromptKind, QuestionStopReason, RunConfig, StopConfig, from_dict, to_dict
 from .answers import AnswerParser, BoxedAnswer, CodeBlock, OutputFence
 from .policies import QuestionPlan, SampleView, plan_question, question_stop, question_view, sample_stop
@@ -522,10 +522,9 @@ def report_table(reports: Sequence[SimReport]) -> str:
 def load_sim_config(path: str | Path | None) -> tuple[RunConfig, SimConfig]:
     "A run's config and the simulator's settings (its `simulate:` section) from one YAML file."
     if path is None: return RunConfig(), SimConfig()
-    import yaml
     p = Path(path)
     if not p.exists(): raise ConfigError(f"config file not found: {p}")
-    data = yaml.safe_load(p.read_text(encoding='utf-8')) or {}
+    data = load_yaml(p) or {}
     if not isinstance(data, dict): raise ConfigError(f"{p}: expected a mapping at the top, got {type(data).__name__}")
     sim = data.pop('simulate', None) or {}
     return from_dict(RunConfig, data), from_dict(SimConfig, sim, 'simulate')

@@ -9,7 +9,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
-from .core import ConfigError, check, check_range
+from .core import ConfigError, check, check_range, load_yaml
 from .config import RunConfig, from_dict, profile, to_dict, PROFILES
 from .simulate import SimConfig, load_input, make_draws, simulate
 
@@ -68,10 +68,9 @@ def grid_points(g: TuneGrid) -> list[dict]:
 
 def load_grid(path: str | Path) -> TuneGrid:
     "A grid from YAML; data paths are made relative to the file's folder."
-    import yaml
     p = Path(path)
     if not p.exists(): raise ConfigError(f"grid file not found: {p}")
-    d = yaml.safe_load(p.read_text(encoding='utf-8')) or {}
+    d = load_yaml(p) or {}
     if not isinstance(d, dict): raise ConfigError(f"{p}: expected a mapping at the top")
     g = from_dict(TuneGrid, d, 'tune')
     for spec in g.data.values():
