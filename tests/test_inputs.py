@@ -2,11 +2,10 @@
 limits, odd lines in run folders, crafted traces in the viewer, bad `predict` arguments. Every test here failed
 before its fix (a traceback, an exception, a hang, raw HTML or a pandas frame)."""
 from __future__ import annotations
-import json, os, shutil, signal, subprocess, sys
+import os, shutil, signal, subprocess, sys
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
 
 from aimo2_nb.answers import code_answer, normalize
 from aimo2_nb.config import AnswerConfig
