@@ -369,7 +369,7 @@ def test_lmdeploy_load_ladder(tmp_path, monkeypatch, turbomind, first_ok):
         kw = L.backend_kwargs(eng.cfg)
         if want == 'pytorch': assert kw['distributed_executor_backend'] == 'mp'
         if turbomind == 'failing':
-            assert 'TurboMind crashed' in srv.loads[0].error and srv.loads[1].why == 'safer settings'
+            assert 'TurboMind crashed' in srv.loads[0].error and srv.loads[1].why.startswith('safer settings')
             assert (eng.cfg.eager_mode, eng.cfg.cache_max_entry_count) == (True, 0.675)
         assert [b.backend for b in built] == (['turbomind'] if turbomind == 'present' else ['pytorch'] if turbomind == 'absent' else ['turbomind', 'pytorch'])
         ev = [json.loads(l) for l in (tmp_path / 't.jsonl').read_text().splitlines()]
