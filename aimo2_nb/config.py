@@ -412,7 +412,7 @@ def cpu_profile(model: str = 'qwen2.5-coder-1.5b', samples: int = 4, max_new_tok
     return cfg
 
 def aimo3_prize_profile() -> RunConfig:
-    "The AIMO-3 prize stack's decisions: 8 samples of one prompt, stop at 4 agreeing or when the leader can't be caught, clamp time."
+    "The AIMO-3 prize stack's decisions: 8 samples of one prompt, 4 agreeing or the leader uncatchable, clamp time, confidence votes."
     cfg = RunConfig()
     cfg.prompts = PromptConfig([dataclasses.replace(SEED_CODE, count=8)], 'concat')
     cfg.sampling = SamplingConfig(temperature=1.0, top_p=1.0, top_k=0, min_p=0.02, repetition_penalty=1.0,
@@ -420,7 +420,8 @@ def aimo3_prize_profile() -> RunConfig:
     cfg.stop = StopConfig(rules=[ConsistencyRule(4, 8)], use_min_answers=False, decided=True)
     cfg.speed = SpeedConfig([Tier(3, 8, 900.0, 8, [])], adaptive=False, default_speed=3)
     cfg.budget = BudgetConfig(time_rule='clamp', floor_s=300.0, cap_s=900.0)
-    cfg.vote = VoteConfig(low_weight=1.0, tie_break='earliest')
+    cfg.vote = VoteConfig(low_weight=1.0, tie_break='earliest', weight_by='confidence')  # #1: votes weighted by confidence
+    cfg.sampling.logprobs = 1  # the engine returns log-probabilities where it can (else plain votes)
     return cfg
 
 def default_profile() -> RunConfig:

@@ -198,3 +198,23 @@ def test_default_keeps_the_answers_of_a_strong_model():
                'budget.cap_s': 1e7, 'speed.adaptive': False, 'speed.tiers.*.timeout_s': 1e7}
     r = simulate(qs, apply_settings(profile('default'), unbound), SimConfig(bootstrap=5, curve='h100-gptoss120b-est'))
     assert r.changed_per_30 <= 0.25 and r.tokens_saved_frac > 0.05 and r.time_saved_frac > 0.2, (r.changed_per_30, r.tokens_saved_frac, r.time_saved_frac)
+
+
+@pytest.mark.parametrize('stop, reason', [(dict(decided=True), 'decided'),
+                                          (dict(sequential='posterior', error_rate=0.1, seq_min_answers=3), 'posterior'),
+                                          (dict(sequential='sprt', error_rate=0.2, sprt_share=0.9, seq_min_answers=3), 'sprt')])
+def test_live_solver_stops_by_the_new_rules(stop, reason):
+    "The live solver applies the same rules: three quick agreeing answers, one sample that never ends."
+    from aimo2_nb.config import PromptConfig, PromptSpec, SpeedConfig, Tier
+    from aimo2_nb.engines.replay import ScriptedExecutor, Step, TimedEngine
+    from aimo2_nb.solver import Solver
+    cfg = RunConfig()
+    cfg.prompts = PromptConfig([PromptSpec('cot', 'sys', '', '', 4)])
+    cfg.speed = SpeedConfig([Tier(3, 4, 100.0, 99, [])], adaptive=False)
+    cfg.stop = StopConfig(rules=[], use_min_answers=False, **stop)
+    cfg.budget.total_s, cfg.budget.reserve_s, cfg.budget.n_questions = 10_000.0, 0.0, 1
+    box = [Step(1.0, '\\boxed{345}', 4, 'stop')]
+    eng = TimedEngine([box, box, box, [Step(1e6, 'never')]])
+    r = Solver(eng, cfg, executor=ScriptedExecutor(lambda c: None, eng.clock, 0.5)).solve('q', 'q1')
+    stops = [e for e in r.trace if e.kind == 'question_stop']
+    assert (r.answer, r.reason, stops[0].reason) == (345, reason, reason) and r.elapsed < 10
