@@ -145,7 +145,7 @@ class ConsistencyRule:
 
 SEED_RULES = [ConsistencyRule(4, 4), ConsistencyRule(4, 5, recent=True), ConsistencyRule(5, 7), ConsistencyRule(6, 9)]
 
-SampleStopReason = Literal['code_answer', 'output_fence', 'cot_boxed', 'code_boxed_no_code', 'code_boxed_code_failed']
+SampleStopReason = Literal['code_answer', 'output_fence', 'cot_boxed', 'code_boxed_no_code', 'code_boxed_code_failed', 'low_confidence']
 QuestionStopReason = Literal['consistency', 'decided', 'posterior', 'sprt', 'min_answers', 'early_timeout', 'timeout',
                              'all_finished', 'no_time', 'engine_error', 'solver_error']  # the last three: the solver's own
 
@@ -163,8 +163,11 @@ class StopConfig:
     error_rate: float = 0.05  # the sequential test's error rate: P(the leader is not the majority answer) it accepts
     seq_min_answers: int = 3  # the sequential test waits for at least this many answers
     sprt_share: float = 0.8  # SPRT's alternative: the leader's share of the two top answers' votes (vs 1/2)
+    conf_filter: bool = False  # DeepConf-style: stop a sample whose sliding-window confidence falls below the question's threshold
+    conf_warmup: int = 4  # the threshold is set once this many samples finished with a full window of log-probabilities
+    conf_keep: float = 0.9  # share of the warm-up samples whose worst window passes the threshold (its quantile of worst-window NLL)
     def __post_init__(self):
-        for k in ('cot_at_boxed', 'code_at_answer', 'code_boxed_without_code', 'use_min_answers', 'decided'):
+        for k in ('cot_at_boxed', 'code_at_answer', 'code_boxed_without_code', 'use_min_answers', 'decided', 'conf_filter'):
             check(isinstance(getattr(self, k), bool), f'stop.{k}', 'true or false', getattr(self, k))
         check_choice(self.output_fence, 'stop.output_fence', ('off', 'stop'))
         check_choice(self.sequential, 'stop.sequential', ('off', 'posterior', 'sprt'))
@@ -172,6 +175,8 @@ class StopConfig:
         check_range(self.seq_min_answers, 'stop.seq_min_answers', 1, integer=True)
         check_range(self.sprt_share, 'stop.sprt_share', 0.5, 1)
         check(0.5 < self.sprt_share < 1, 'stop.sprt_share', 'a share strictly between 0.5 and 1', self.sprt_share)
+        check_range(self.conf_warmup, 'stop.conf_warmup', 1, integer=True)
+        check_range(self.conf_keep, 'stop.conf_keep', 0, 1)
 
 # %% ../nbs/01_config.ipynb #253d77ea
 @dataclass

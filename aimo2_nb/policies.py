@@ -13,9 +13,10 @@ from .config import (BudgetConfig, ConsistencyRule, PromptKind, QuestionStopReas
 from .vote import SampleAnswer, answer_weight, sample_vote, vote
 
 # %% auto #0
-__all__ = ['SampleView', 'sample_stop', 'consistency_stop', 'QuestionView', 'question_view', 'StopDecision', 'decided_stop',
-           'top_two', 'leader_posterior', 'sprt_llr', 'sequential_stop', 'question_stop', 'avg_seconds_left',
-           'choose_tier', 'QuestionPlan', 'clamp_limit', 'fair_limit', 'question_limit', 'plan_question', 'run_limits']
+__all__ = ['SampleView', 'sample_stop', 'conf_threshold', 'consistency_stop', 'QuestionView', 'question_view', 'StopDecision',
+           'decided_stop', 'top_two', 'leader_posterior', 'sprt_llr', 'sequential_stop', 'question_stop',
+           'avg_seconds_left', 'choose_tier', 'QuestionPlan', 'clamp_limit', 'fair_limit', 'question_limit',
+           'plan_question', 'run_limits']
 
 # %% ../nbs/06_policies.ipynb #6c4d31b1
 @dataclass(frozen=True)
@@ -27,16 +28,28 @@ class SampleView:
     n_blocks: int = 0  # python blocks written so far
     n_pending: int = 0  # code runs not yet finished
     fence: bool = False  # an ```output fence followed one of its python blocks
+    window_nll: float | None = None  # mean negative log-probability of its last full window of tokens (None: unknown)
+    conf_threshold: float | None = None  # the question's confidence threshold (`conf_threshold`; None: not set yet)
 
 def sample_stop(s: SampleView, cfg: StopConfig) -> SampleStopReason | None:
     "The reason to stop this sample now, or None to let it run."
     if s.code_answer is not None and cfg.code_at_answer: return 'code_answer'
     if s.fence and cfg.output_fence == 'stop': return 'output_fence'
+    if cfg.conf_filter and s.window_nll is not None and s.conf_threshold is not None and s.window_nll > s.conf_threshold:
+        return 'low_confidence'
     if s.kind == 'cot':
         return 'cot_boxed' if s.boxed is not None and cfg.cot_at_boxed else None
     if s.boxed is not None and s.n_pending == 0 and cfg.code_boxed_without_code:
         return 'code_boxed_no_code' if s.n_blocks == 0 else 'code_boxed_code_failed'
     return None
+
+# %% ../nbs/06_policies.ipynb
+def conf_threshold(worst: Sequence[float], cfg: StopConfig) -> float | None:
+    "The question's window-NLL threshold from its finished samples' worst windows, or None before the warm-up."
+    if not cfg.conf_filter or len(worst) < cfg.conf_warmup: return None
+    xs = sorted(worst)
+    pos = (len(xs) - 1) * cfg.conf_keep; lo = int(pos); hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 # %% ../nbs/06_policies.ipynb #09ea78bb
 def consistency_stop(values: Sequence[int], rules: Sequence[ConsistencyRule]) -> ConsistencyRule | None:

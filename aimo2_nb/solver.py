@@ -11,7 +11,7 @@ from .core import Clock, RealClock, patch
 from .config import PromptKind, QuestionStopReason, RunConfig, SampleStopReason, config_hash, to_dict
 from .answers import AnswerParser, BoxedAnswer, CodeBlock, OutputFence, code_answer
 from .vote import Confidence, SampleAnswer, VoteResult, sample_vote, vote
-from .policies import QuestionPlan, QuestionView, SampleView, StopDecision, plan_question, question_stop, question_view, sample_stop
+from .policies import QuestionPlan, QuestionView, SampleView, StopDecision, plan_question, question_stop, question_view, conf_threshold, sample_stop
 from .prompts import build_requests
 from .engines.base import Chunk, Engine, FinishReason
 from . import trace as T
@@ -41,9 +41,10 @@ class _SampleState:
     stop_tokens: int | None = None
     conf: Confidence = field(default_factory=Confidence)  # from its tokens' log-probabilities, when the engine gives them
 
-    def view(self) -> SampleView:
-        "What the sample-level stop rule sees of it."
-        return SampleView(self.kind, self.boxed, self.code_answer, self.n_blocks, len(self.pending), self.fence)
+    def view(self, threshold: float | None = None) -> SampleView:
+        "What the sample-level stop rule sees of it (`threshold`: the question's confidence threshold)."
+        return SampleView(self.kind, self.boxed, self.code_answer, self.n_blocks, len(self.pending), self.fence,
+                          self.conf.window_nll, threshold)
     def answer(self) -> SampleAnswer:
         "Its answers, as the vote takes them."
         return SampleAnswer(self.index, self.boxed, self.code_answer, float(self.seq if self.seq is not None else -1), self.kind, self.conf.tail_nll)
@@ -137,7 +138,8 @@ def arrived(self: _QuestionRun, s: _SampleState) -> None:
 def check_sample(self: _QuestionRun, s: _SampleState, t: float) -> None:
     "Apply the sample-level stop rule; abort the sample through the engine if it fires."
     if s.stop_reason is not None or s.finish is not None: return
-    why = sample_stop(s.view(), self.cfg.stop)
+    th = conf_threshold([x.conf.worst for x in self.samples if x.finish is not None and x.conf.worst is not None], self.cfg.stop)
+    why = sample_stop(s.view(th), self.cfg.stop)
     if why is None: return
     s.stop_reason, s.stop_tokens = why, s.tokens
     self.emit(T.SampleStop(self.qid, t, s.index, why, s.tokens))
@@ -174,7 +176,6 @@ def on_chunk(self: _QuestionRun, ch: Chunk, t: float) -> None:
     text = ch.text if isinstance(ch.text, str) else ''
     if isinstance(ch.tokens, int) and ch.tokens >= s.tokens: s.tokens = ch.tokens
     if self.cfg.trace.chunks == 'all': self.tick_chunks.append([ch.index, text, s.tokens, ch.finish, ch.error])
-    if ch.logprobs: s.conf.feed(ch.logprobs)
     evs = s.parser.feed(text) if text else []
     if ch.finish is not None:
         evs += s.parser.finish()
@@ -182,6 +183,9 @@ def on_chunk(self: _QuestionRun, ch: Chunk, t: float) -> None:
         if ch.finish == 'error': self.error(f'sample {s.index}', ch.error or 'engine error')
     if s.stop_reason is None and not self.stopped:
         for ev in evs: self.on_parse(s, ev, t)
+    if ch.logprobs:
+        s.conf.feed(ch.logprobs)
+        if self.cfg.stop.conf_filter and not self.stopped: self.check_sample(s, t)
 
 # %% ../nbs/09_solver.ipynb #5f4a8d35
 @patch

@@ -53,6 +53,10 @@ class Confidence:
                 self.worst = w if self.worst is None else max(self.worst, w)
         return self
     @property
+    def window_nll(self) -> float | None:
+        "Mean negative log-probability of the current full window (None until `window` tokens arrived)."
+        return self.tail_sum / self.window if len(self.tail) == self.window else None
+    @property
     def tail_nll(self) -> float | None:
         "Mean negative log-probability of the last `window` tokens (None before any token)."
         return self.tail_sum / len(self.tail) if self.tail else None

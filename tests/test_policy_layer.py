@@ -218,3 +218,23 @@ def test_live_solver_stops_by_the_new_rules(stop, reason):
     r = Solver(eng, cfg, executor=ScriptedExecutor(lambda c: None, eng.clock, 0.5)).solve('q', 'q1')
     stops = [e for e in r.trace if e.kind == 'question_stop']
     assert (r.answer, r.reason, stops[0].reason) == (345, reason, reason) and r.elapsed < 10
+
+
+def test_live_confidence_filter_stops_a_wandering_sample():
+    "DeepConf-style: after 4 confident samples finish, a sample whose window NLL exceeds the threshold is stopped."
+    from aimo2_nb.config import PromptConfig, PromptSpec, SpeedConfig, Tier
+    from aimo2_nb.engines.replay import ScriptedExecutor, Step, TimedEngine
+    from aimo2_nb.solver import Solver
+    cfg = RunConfig()
+    cfg.prompts = PromptConfig([PromptSpec('cot', 'sys', '', '', 5)])
+    cfg.speed = SpeedConfig([Tier(3, 5, 1000.0, 99, [])], adaptive=False)
+    cfg.stop = StopConfig(rules=[], use_min_answers=False, conf_filter=True, conf_warmup=4, conf_keep=1.0)
+    cfg.budget.total_s, cfg.budget.reserve_s, cfg.budget.n_questions = 10_000.0, 0.0, 1
+    cfg.vote, cfg.sampling.logprobs = VoteConfig(conf_window=4), 1
+    sure = [Step(1.0, 'ok ', 2, logprobs=(-0.1, -0.2)), Step(1.0, 'ok ', 2, logprobs=(-0.1, -0.3)), Step(1.0, '\\boxed{12}', 1, 'stop', logprobs=(-0.1,))]
+    lost = [Step(1.0, 'hm ', 2, logprobs=(-3.0, -2.5)) for _ in range(500)]
+    eng = TimedEngine([sure, sure, sure, sure, lost])
+    r = Solver(eng, cfg, executor=ScriptedExecutor(lambda c: None, eng.clock, 0.5)).solve('q', 'q1')
+    stops = [e for e in r.trace if e.kind == 'sample_stop']
+    assert [(e.sample, e.reason) for e in stops if e.reason == 'low_confidence'] == [(4, 'low_confidence')]
+    assert r.answer == 12 and r.reason == 'all_finished' and r.elapsed < 10
