@@ -359,8 +359,14 @@ def ray_start(address: str, workers: int | None = None, gpus_per_worker: float =
     if ray.is_initialized(): return False
     if address in ('local', ''):
         n = max(1, int((workers or os.cpu_count() or 1) * cpus_per_worker))
-        ray.init(num_cpus=n, include_dashboard=False, namespace='aimo2',
-                 object_store_memory=None if gpus_per_worker else 200 * 2**20)  # CPU runs: keep the footprint small
+        for attempt in range(3):  # Ray gives its raylet 30 s to register: a busy machine can miss that
+            try:
+                ray.init(num_cpus=n, include_dashboard=False, namespace='aimo2',
+                         object_store_memory=None if gpus_per_worker else 200 * 2**20)  # CPU runs: keep the footprint small
+                break
+            except Exception as e:
+                ray.shutdown()
+                if attempt == 2 or 'timed out during startup' not in str(e): raise
     else: ray.init(address=address, namespace='aimo2')
     return True
 

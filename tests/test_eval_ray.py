@@ -253,3 +253,13 @@ def test_cli_eval_ray(cluster, tmp_path, capsys):
     assert main(argv) == 0 and len(E.read_jsonl(out / 'units.jsonl')) == 4
     assert main(['eval', str(csv), '--config', str(cfgp), '--out', str(tmp_path / 'g'), '--ray', '--gpus-per-worker', '1']) == 2
     assert 'the Ray cluster has 0 GPUs' in capsys.readouterr().err
+
+def test_cli_eval_ray_starts_a_local_cluster(tmp_path):
+    "`--ray` with no address and no Ray in the process: a local cluster of --workers CPUs, started and stopped by the command."
+    csv, cfgp, out = write_csv(tmp_path / 'q.csv', 2), tmp_path / 'c.yaml', tmp_path / 'run'
+    cfgp.write_text('engine: {kind: scripted, delay_s: 0.01}\n')
+    p = subprocess.run([sys.executable, '-m', 'aimo2_nb.cli', 'eval', str(csv), '--config', str(cfgp), '--out', str(out),
+                        '--ray', '--workers', '2', '--repeats', '2', '--quiet'], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert 'units: 2/2 ok' in p.stdout
+    assert len({r['worker'] for r in E.read_jsonl(out / 'units.jsonl')}) >= 1 and len(E.read_results(out)) == 4
