@@ -43,7 +43,7 @@ def sample_stop(s: SampleView, cfg: StopConfig) -> SampleStopReason | None:
         return 'code_boxed_no_code' if s.n_blocks == 0 else 'code_boxed_code_failed'
     return None
 
-# %% ../nbs/06_policies.ipynb
+# %% ../nbs/06_policies.ipynb #469dd305
 def conf_threshold(worst: Sequence[float], cfg: StopConfig) -> float | None:
     "The question's window-NLL threshold from its finished samples' worst windows, or None before the warm-up."
     if not cfg.conf_filter or len(worst) < cfg.conf_warmup: return None

@@ -41,6 +41,7 @@ class RecSample:
     n_tokens: int  # tokens it generated in the recording
     marks: tuple = ()  # its `Mark`s in token order
     censored: bool = False  # the recording stopped it early: what it would have done after n_tokens is unknown
+    conf: float | None = None  # its recorded tail-window NLL (`sample_end` confidence), for confidence votes; None: unknown
 
 @dataclass(frozen=True)
 class RecQuestion:
@@ -118,7 +119,8 @@ def question_from_events(evs: list) -> RecQuestion:
         censored = not full or length < total
         ms = tuple(sorted((m for m in marks[i] if m.tokens <= length), key=lambda m: m.tokens))
         kind = start.kinds[i] if i < len(start.kinds) else 'cot'
-        out.append(RecSample(i, kind, int(length), ms, bool(censored)))
+        conf = (getattr(end, 'confidence', None) or {}).get('tail_nll') if end is not None else None
+        out.append(RecSample(i, kind, int(length), ms, bool(censored), conf))
     return RecQuestion(start.qid, start.gold, tuple(out))
 
 def from_trace(path: str | Path) -> list[RecQuestion]:
@@ -163,8 +165,9 @@ def from_csv(path: str | Path) -> list[RecQuestion]:
             if sid in q['samples']: raise SimInputError(f"{where}: column 'sample_id': {sid!r} repeats in question {qid!r}")
             at = n if first is None else first
             marks = () if ans is None else (Mark(at, 'code', ans) if kind == 'code' else Mark(at, 'boxed', ans),)
-            q['samples'][sid] = (kind, n, marks)
-    return [RecQuestion(qid, q['gold'], tuple(RecSample(i, k, n, m) for i, (k, n, m) in enumerate(q['samples'].values())))
+            conf = (row.get('conf') or '').strip()
+            q['samples'][sid] = (kind, n, marks, float(conf) if conf else None)
+    return [RecQuestion(qid, q['gold'], tuple(RecSample(i, k, n, m, False, c) for i, (k, n, m, c) in enumerate(q['samples'].values())))
             for qid, q in qs.items()]
 
 def load_input(path: str | Path) -> list[RecQuestion]:
@@ -277,7 +280,7 @@ class _SimSample:
     def view(self) -> SampleView:
         return SampleView(self.rec.kind, self.boxed, self.code, self.n_blocks, len(self.pending), self.fence)
     def answer(self) -> SampleAnswer:
-        return SampleAnswer(self.rec.index, self.boxed, self.code, float(self.seq if self.seq is not None else -1), self.rec.kind)
+        return SampleAnswer(self.rec.index, self.boxed, self.code, float(self.seq if self.seq is not None else -1), self.rec.kind, self.rec.conf)
     @property
     def running(self) -> bool: return self.stop is None and not self.done
 

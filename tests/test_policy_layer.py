@@ -238,3 +238,21 @@ def test_live_confidence_filter_stops_a_wandering_sample():
     stops = [e for e in r.trace if e.kind == 'sample_stop']
     assert [(e.sample, e.reason) for e in stops if e.reason == 'low_confidence'] == [(4, 'low_confidence')]
     assert r.answer == 12 and r.reason == 'all_finished' and r.elapsed < 10
+
+
+def test_simulator_reads_confidence_from_traces_and_tables(tmp_path):
+    "A trace recorded with log-probabilities (or a table's `conf` column) replays under a confidence vote."
+    from aimo2_nb.simulate import from_csv, from_trace
+    s = _conf_solver(VoteConfig(low_weight=1.0))
+    s.writer = __import__('aimo2_nb.trace', fromlist=['TraceWriter']).TraceWriter(str(tmp_path / 't.jsonl'))
+    s.solve('q', 'q1', gold=333); s.writer.flush()
+    qs = from_trace(tmp_path / 't.jsonl')
+    assert [round(x.conf, 3) for x in qs[0].samples] == [0.05, 1.6, 1.6]
+    p = tmp_path / 'a.csv'
+    p.write_text('question_id,sample_id,kind,answer,n_tokens,first_answer_token,gold,conf\n'
+                 'q,0,cot,333,100,,333,0.05\nq,1,cot,777,100,,333,1.6\nq,2,cot,777,120,,333,1.6\n')
+    for recorded in (qs, from_csv(p)):
+        by_conf = RunConfig(); by_conf.vote = VoteConfig(low_weight=1.0, weight_by='confidence')
+        plain = RunConfig(); plain.vote = VoteConfig(low_weight=1.0)
+        assert simulate(recorded, by_conf, SimConfig(bootstrap=0)).questions[0]['answer'] == 333
+        assert simulate(recorded, plain, SimConfig(bootstrap=0)).questions[0]['answer'] == 777
