@@ -259,7 +259,7 @@ class UnitProgress:
             try:
                 from tqdm.auto import tqdm
                 self.bar = tqdm(total=total, initial=done, file=self.file, desc='eval', unit='unit')
-            except ImportError: pass
+            except ImportError: pass  # no tqdm: plain progress lines
 
     def update(self, rec: dict) -> None:
         "Count one finished unit."

@@ -83,7 +83,7 @@ def py_literal(text: str) -> str:
         lit = "r'''" + text + "'''"
         try:
             if ast.literal_eval(lit) == text: return lit
-        except (SyntaxError, ValueError): pass
+        except (SyntaxError, ValueError): pass  # not representable raw: the repr pieces below
     if not text: return "''"
     return '(\n' + '\n'.join(repr(line) for line in text.splitlines(True)) + ')'
 

@@ -185,7 +185,7 @@ def write_outputs(g: TuneGrid, rows: list[dict], out: str | Path) -> dict:
         ax.set_title(f"{len(rows)} policies on {', '.join(names)}")
         fig.tight_layout(); fig.savefig(out / 'pareto.png', dpi=110); plt.close(fig)
         paths['plot'] = out / 'pareto.png'
-    except ImportError: pass
+    except ImportError: pass  # no matplotlib: the tables without the plot
     if best is not None:
         pt = {a: json.loads(best[a]) if isinstance(best[a], str) and best[a][:1] in '[{' else best[a] for a in axes if a in best}
         cfg = apply_settings(apply_settings(profile(g.base), g.set), pt)
