@@ -64,9 +64,14 @@ def docs_renderer() -> str:
 # options of nbdev's _quarto.yml that only Quarto uses: page names without the number, the README's markdown output
 IGNORED_DOCS_WARNINGS = ('output-file is not read', 'format commonmark is not built', 'format.html.keep-md is ignored')
 
-def docs_problems(warnings: list[str]) -> list[str]:
+def _repo_file(w: str, nbs: Path | None) -> bool:
+    "Is `w` a link out of the site to a file of the repository? `_docs/` opened in the checkout reaches it."
+    m = re.search(r': broken link (\S+) \(outside the project\)$', w)
+    return bool(m and nbs is not None and (nbs / m[1]).resolve().is_file())
+
+def docs_problems(warnings: list[str], nbs: Path | None = None) -> list[str]:
     "The renderer's warnings that mean a broken site (broken links, unreadable markup), not an ignored option."
-    return [w for w in warnings if not any(k in w for k in IGNORED_DOCS_WARNINGS)]
+    return [w for w in warnings if not any(k in w for k in IGNORED_DOCS_WARNINGS) and not _repo_file(w, nbs)]
 
 # %% ../nbs/98_devtools.ipynb #91c414de
 def build_docs(root: Path, renderer: str | None = None) -> list[str]:
@@ -93,7 +98,7 @@ def build_docs(root: Path, renderer: str | None = None) -> list[str]:
         site = build(str(cache), quiet=True)
         out = cfg.config_path / cfg.doc_path.name
         shutil.rmtree(out, ignore_errors=True); shutil.move(str(cache / cfg.doc_path.name), str(out))
-        return docs_problems([str(w) for w in site.warnings])
+        return docs_problems([str(w) for w in site.warnings], cfg.nbs_path)
     finally: os.chdir(cwd)
 
 # %% ../nbs/98_devtools.ipynb #ddd69925
