@@ -77,8 +77,8 @@ def cli_dpo_pairs(argv: list[str]) -> int:
     return 0
 
 # %% ../nbs/10c_cli_data.ipynb #42fd5d1c
-def cli_quantize(argv: list[str]) -> int:
-    "`aimo2 quantize MODEL_DIR --out OUT_DIR`: AWQ W4 weights for TurboMind, calibrated on local text."
+def _quantize_parser() -> argparse.ArgumentParser:
+    "The options of `aimo2 quantize`."
     ap = argparse.ArgumentParser(prog='aimo2 quantize', description='AWQ 4-bit (GEMM, group 128) quantization with '
                                  "lmdeploy's quantizer, calibrated offline on local text files.")
     ap.add_argument('model', metavar='MODEL_DIR', help='a local HF model folder')
@@ -96,6 +96,11 @@ def cli_quantize(argv: list[str]) -> int:
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--overwrite', action='store_true', help='replace a non-empty OUT_DIR')
     ap.add_argument('--dry-run', action='store_true', help='check inputs, build the calibration blocks, print the plan; no lmdeploy')
+    return ap
+
+def cli_quantize(argv: list[str]) -> int:
+    "`aimo2 quantize MODEL_DIR --out OUT_DIR`: AWQ W4 weights for TurboMind, calibrated on local text."
+    ap = _quantize_parser()
     try: a = ap.parse_args(argv)
     except SystemExit as e: return int(e.code or 0)
     try:

@@ -98,8 +98,8 @@ def _push_dataset(out: Path, notes: str, kaggle: str | None) -> int:
         print(f"aimo2 wheels: push failed: {err or 'the CLI did not report success'}", file=sys.stderr); return 1
     return 0
 
-def cli_wheels(argv: list[str], run: Callable = subprocess.run) -> int:
-    "`aimo2 wheels`: prepare (and push) the offline wheels dataset."
+def _wheels_parser() -> argparse.ArgumentParser:
+    "The options of `aimo2 wheels`."
     ap = argparse.ArgumentParser(prog='aimo2 wheels', description='Prepare the wheels dataset for the Kaggle image.')
     ap.add_argument('--out', default='wheels', help='the dataset folder (default: wheels)')
     ap.add_argument('--dataset', default='aimo2-nb/aimo2-wheels', help='owner/slug of the Kaggle dataset')
@@ -113,6 +113,11 @@ def cli_wheels(argv: list[str], run: Callable = subprocess.run) -> int:
     ap.add_argument('--push', action='store_true', help='upload with kaggle datasets create / version')
     ap.add_argument('-m', '--notes', default='aimo2 wheels update', help='version notes when the dataset exists')
     ap.add_argument('--kaggle', help='the kaggle executable')
+    return ap
+
+def cli_wheels(argv: list[str], run: Callable = subprocess.run) -> int:
+    "`aimo2 wheels`: prepare (and push) the offline wheels dataset."
+    ap = _wheels_parser()
     try: a = ap.parse_args(argv)
     except SystemExit as e: return int(e.code or 0)
     if a.dataset.count('/') != 1 or not 6 <= len(a.dataset.split('/')[1]) <= 50:
