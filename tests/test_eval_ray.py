@@ -8,7 +8,7 @@ from aimo2_nb.config import RunConfig, PromptConfig, PromptSpec, SpeedConfig, Ti
 from aimo2_nb.core import VirtualClock, RealClock
 from aimo2_nb.engines.replay import ReplayEngine
 from aimo2_nb.engines.replay import ScriptedEngine
-from aimo2_nb.solver import decisions
+from aimo2_nb.rerun import decisions
 from aimo2_nb import eval as E, eval_ray as R, trace as T
 
 ray = __import__('ray') if os.environ.get('CI') else pytest.importorskip('ray')  # CI installs the ray extra: never skip there
