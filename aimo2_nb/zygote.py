@@ -63,7 +63,7 @@ class Settings(TypedDict):
     output_bytes: int  # stdout and stderr are each kept to this many bytes (head and tail)
     max_procs: int  # RLIMIT_NPROC of a run
     preamble: str  # code run before every snippet, in the same globals
-    isolation: str  # the strongest level wanted: 'auto', 'namespace', 'uid' or 'guard'
+    isolation: Literal['auto', 'namespace', 'uid', 'guard']  # the strongest level wanted ('auto': the strongest there is)
 
 class Request(TypedDict):
     "One run, as the caller sends it to its runner."
@@ -402,8 +402,6 @@ def sweep(sid: int, subreaper: bool, budget: float = 2.0) -> bool:
     return False
 
 # %% ../nbs/03a_zygote.ipynb #a3f10050
-def _drop_uid() -> None: os.setgroups([]); os.setgid(NOBODY); os.setuid(NOBODY)
-
 def _pid_namespace() -> None:
     "Make a PID namespace and check that its first process is pid 1."
     unshare(CLONE_NEWPID)
@@ -415,7 +413,7 @@ def _pidfd() -> None: os.close(os.pidfd_open(os.getpid()))
 
 def probe() -> dict:
     "What this machine lets the zygote use."
-    return {'root': os.geteuid() == 0, 'uid': os.geteuid() == 0 and can(_drop_uid),
+    return {'root': os.geteuid() == 0, 'uid': os.geteuid() == 0 and can(drop_privileges),
             'netns': can(lambda: unshare(CLONE_NEWNET)), 'pidns': can(_pid_namespace),
             'subreaper': can(lambda: prctl(PR_SET_CHILD_SUBREAPER, 1)), 'pidfd': hasattr(os, 'pidfd_open') and can(_pidfd)}
 
@@ -543,7 +541,7 @@ def hidden_paths() -> list[str]:
     pid = os.fork()
     if pid == 0:
         try:
-            _drop_uid()
+            drop_privileges()
             bad = []
             for p in cands:
                 try: os.listdir(p)
