@@ -41,6 +41,7 @@ class ExecConfig:
     max_procs: int = 64  # RLIMIT_NPROC for the sandbox user (contains fork bombs when not root)
     preamble: str = "import math\nimport numpy as np\nimport sympy as sp\n"  # prepended to every snippet (the seed's imports)
     isolation: Isolation = 'auto'  # strongest available: 'namespace' (no network + nobody uid) > 'uid' > 'guard' (audit hook)
+    uid_base: int = 2_000_000_000  # runs take uids (and gids) uid_base .. uid_base + 1023, one per run in flight; far above user ranges
     def __post_init__(self):
         check_range(self.timeout, 'executor.timeout', 0.05, 3600)
         check_range(self.cpu_seconds, 'executor.cpu_seconds', 0, 3600, integer=True)
@@ -50,6 +51,7 @@ class ExecConfig:
         check_range(self.max_procs, 'executor.max_procs', 1, 1 << 16, integer=True)
         check(isinstance(self.preamble, str), 'executor.preamble', 'a string', self.preamble)
         check_choice(self.isolation, 'executor.isolation', get_args(Isolation))
+        check_range(self.uid_base, 'executor.uid_base', 1000, (1 << 31) - 1025, integer=True)
 
 # %% ../nbs/01_config.ipynb #ab0c4cca
 @dataclass

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_executor.ipynb #bc0fa68b
 from __future__ import annotations
-import atexit, json, os, signal, socket, subprocess, sys, threading, time, queue, warnings
+import atexit, json, logging, os, shutil, signal, socket, subprocess, sys, threading, time, queue, warnings
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Literal
@@ -13,7 +13,7 @@ from .config import ExecConfig
 from . import zygote
 
 # %% auto #0
-__all__ = ['ExecResult', 'zygote_source', 'zygote_settings', 'Executor', 'run_code']
+__all__ = ['GUARD_WARNING', 'ExecResult', 'zygote_source', 'zygote_settings', 'zygote_env', 'Executor', 'run_code']
 
 # %% ../nbs/03_executor.ipynb #452ad954
 @dataclass(frozen=True)
@@ -49,6 +49,11 @@ def zygote_settings(cfg: ExecConfig) -> str:
 
 # %% ../nbs/03_executor.ipynb #9ae6ede9
 _ZYGOTE_ENV = {'OPENBLAS_NUM_THREADS': '1', 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1', 'PYTHONDONTWRITEBYTECODE': '1'}
+_ZYGOTE_ENV_KEEP = ('PATH', 'LANG', 'LC_ALL', 'LC_CTYPE', 'TZ', 'TMPDIR', 'PYTHONPATH', 'PYTHONHOME', 'LD_LIBRARY_PATH')  # the rest (KAGGLE_KEY, tokens) stays out
+
+def zygote_env(env: dict) -> dict:
+    "The zygote's environment: what Python and the temp folder need from `env`, and the one-thread BLAS settings."
+    return {**{k: env[k] for k in _ZYGOTE_ENV_KEEP if k in env}, **_ZYGOTE_ENV}
 _START_TIMEOUT = 120.0  # seconds to wait for the zygote's hello (it imports numpy and sympy)
 
 class _Zygote:
@@ -58,7 +63,7 @@ class _Zygote:
         try:
             self.proc = subprocess.Popen([sys.executable, '-c', zygote_source(), str(theirs.fileno()), zygote_settings(cfg)],
                                          pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         env={**os.environ, **_ZYGOTE_ENV}, cwd='/')
+                                         env=zygote_env(os.environ), cwd='/')
         finally: theirs.close()
         self.sock, self.lock = ours, threading.Lock()
         ours.settimeout(_START_TIMEOUT)
@@ -83,6 +88,7 @@ class _Zygote:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        if self.caps.get('runs_dir'): shutil.rmtree(self.caps['runs_dir'], ignore_errors=True)
 
 # %% ../nbs/03_executor.ipynb #92b00284
 _GRACE = 5.0  # seconds past a run's timeout before the caller gives up on its runner
@@ -103,6 +109,10 @@ def _recv_line(sock: socket.socket, buf: bytearray, deadline: float) -> bytes | 
         buf += data
 
 # %% ../nbs/03_executor.ipynb #062a2c37
+_log = logging.getLogger(__name__)
+GUARD_WARNING = ("executor: isolation level 'guard' is NOT a sandbox: model code runs as this process's user, with "
+                 "only an audit hook (which the code can switch off) and a seccomp filter in the way")
+
 class _Closed(Exception): "The executor was closed."
 
 class Executor:
@@ -113,6 +123,7 @@ class Executor:
         self._zygote = _Zygote(self.cfg)
         if self.cfg.isolation != 'auto' and self._zygote.level != self.cfg.isolation:
             warnings.warn(f"executor: isolation {self.cfg.isolation!r} is not available here; using {self._zygote.level!r}")
+        if self._zygote.level == 'guard': _log.warning(GUARD_WARNING)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._threads = [threading.Thread(target=self._work, name=f'aimo2-exec-{i}', daemon=True) for i in range(self.cfg.workers)]
         for t in self._threads: t.start()

@@ -4,27 +4,32 @@
 
 # %% ../nbs/03a_zygote.ipynb #a3f10003
 from __future__ import annotations
-import builtins, ctypes, faulthandler, fcntl, gc, io, json, linecache, math, os, resource, select, shutil, signal, socket
-import sys, tempfile, time, traceback
+import builtins, ctypes, errno, faulthandler, fcntl, gc, io, json, linecache, math, os, re, resource, select, shutil, signal, socket
+import stat, struct, sys, tempfile, time, traceback
 from dataclasses import dataclass, field
 from typing import Callable, Literal, NamedTuple, TypedDict
 
 # %% auto #0
-__all__ = ['NOBODY', 'CLONE_NEWNET', 'CLONE_NEWPID', 'PR_SET_PDEATHSIG', 'PR_SET_CHILD_SUBREAPER', 'FILE_BYTES', 'Level',
-           'LEVELS', 'STATUS_FD', 'TRUNC_MARK', 'STATUS_BYTES', 'DRAIN_S', 'WARM_MODULES', 'unshare', 'prctl', 'can',
+__all__ = ['NOBODY', 'CLONE_NEWNET', 'CLONE_NEWPID', 'PR_SET_PDEATHSIG', 'PR_SET_CHILD_SUBREAPER', 'FILE_BYTES', 'OPEN_FILES',
+           'Level', 'LEVELS', 'STATUS_FD', 'CHILD_ENV_KEEP', 'UID_COUNT', 'FALLBACK_UID_BASE', 'TEMP_ROOTS', 'IPC_RMID',
+           'SECCOMP_ARCH', 'RET_ALLOW', 'RET_ERRNO', 'CLONE_NEW_ANY', 'DENIED', 'PR_SET_NO_NEW_PRIVS', 'PR_SET_SECCOMP',
+           'SECCOMP_MODE_FILTER', 'TRUNC_MARK', 'STATUS_BYTES', 'DRAIN_S', 'WARM_MODULES', 'unshare', 'prctl', 'can',
            'Settings', 'Request', 'Sandbox', 'Pipes', 'rlimits', 'clamp', 'apply_rlimits', 'inside', 'file_verdict',
            'net_verdict', 'process_verdict', 'guard_verdict', 'make_guard', 'exit_status', 'exec_snippet',
-           'status_line', 'read_status', 'report_to', 'reroute', 'reroute_imports', 'own_process_count', 'rewire_fds',
+           'status_line', 'read_status', 'report_to', 'reroute', 'reroute_imports', 'child_env', 'become',
+           'sandbox_uids', 'private_folder', 'lock_folder', 'claim_uid', 'remove_tree', 'shared_folders',
+           'remove_owned', 'remove_ipc', 'seccomp_program', 'install_seccomp', 'own_process_count', 'rewire_fds',
            'process_limit', 'drop_privileges', 'python_io', 'confine', 'child_main', 'init_main', 'Capped', 'outcome',
            'scrub', 'Cancelled', 'run_tree', 'reap', 'sweep', 'probe', 'choose_level', 'RunPipes', 'RunState',
-           'own_workdir', 'fork_run', 'open_pidfd', 'exited', 'supervise', 'clean_up', 'result_message', 'execute',
-           'hidden_paths', 'open_folders', 'serve_one', 'serve', 'enter_level', 'warm_up', 'start', 'main']
+           'own_workdir', 'run_uid', 'fork_run', 'open_pidfd', 'exited', 'supervise', 'clean_up', 'result_message',
+           'execute', 'hidden_paths', 'open_folders', 'serve_one', 'serve', 'enter_level', 'warm_up', 'start', 'main']
 
 # %% ../nbs/03a_zygote.ipynb #a3f10006
 NOBODY = 65534  # uid and gid of the sandbox user
 CLONE_NEWNET, CLONE_NEWPID = 0x40000000, 0x20000000
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
 FILE_BYTES = 64 << 20  # RLIMIT_FSIZE: no file the code writes grows past 64 MiB
+OPEN_FILES = 256  # RLIMIT_NOFILE: bounds the socket pairs and pipes a run holds, and their kernel buffers
 try: _LIBC = ctypes.CDLL(None, use_errno=True)
 except OSError: _LIBC = None
 
@@ -64,6 +69,7 @@ class Settings(TypedDict):
     max_procs: int  # RLIMIT_NPROC of a run
     preamble: str  # code run before every snippet, in the same globals
     isolation: Literal['auto', 'namespace', 'uid', 'guard']  # the strongest level wanted ('auto': the strongest there is)
+    uid_base: int  # the first of the sandbox uids (one per run in flight on this machine)
 
 class Request(TypedDict):
     "One run, as the caller sends it to its runner."
@@ -77,23 +83,29 @@ class Sandbox:
     level: Level
     caps: dict  # what `probe` found: root, uid, netns, pidns, subreaper, pidfd (and 'rerouted', the folders of `path_fds`)
     path_fds: dict[str, int] = field(default_factory=dict)  # sys.path folders uid 65534 cannot read -> descriptors opened as root
+    uids: tuple[int, int] | None = None  # (first, how many) uids a run may take; None: every run is uid 65534 (or the caller, at 'guard')
+    lock_dir: str = ''  # root-only folder whose lock files say which uids are taken, shared by every zygote
+    runs_dir: str = ''  # root-owned folder (0711) holding the runs' work folders
+    shared: list[str] = field(default_factory=list)  # folders anyone may write in: where a run's files can outlive it
+    seccomp: list | None = None  # the BPF filter each run's child loads (None: this machine cannot)
     @property
     def pidns(self) -> bool: return self.level == 'namespace' and bool(self.caps.get('pidns'))
     @property
     def subreaper(self) -> bool: return bool(self.caps.get('subreaper'))
 
 class Pipes(NamedTuple):
-    "The write ends a run's child gets: its stdout, its stderr, and the status pipe (fd 3 in the child)."
+    "The write ends of a run's pipes: the child's stdout, stderr and status pipe (fd 3), and init's own `wait` pipe."
     out: int
     err: int
     status: int
+    wait: int  # a PID namespace's init reports the child's wait status here; the child never holds it
 
 # %% ../nbs/03a_zygote.ipynb #a3f10012
 def rlimits(timeout: float, cpu_seconds: int, memory_mb: int, nproc: int | None, file_bytes: int = FILE_BYTES) -> dict:
     "The resource limits of one run as {RLIMIT_*: (soft, hard)}; `nproc` None leaves the process count alone."
     cpu = cpu_seconds or math.ceil(timeout) + 1
     lim = {resource.RLIMIT_CPU: (cpu, cpu + 1), resource.RLIMIT_AS: ((memory_mb << 20),) * 2,
-           resource.RLIMIT_FSIZE: (file_bytes,) * 2, resource.RLIMIT_CORE: (0, 0)}
+           resource.RLIMIT_FSIZE: (file_bytes,) * 2, resource.RLIMIT_CORE: (0, 0), resource.RLIMIT_NOFILE: (OPEN_FILES,) * 2}
     if nproc is not None: lim[resource.RLIMIT_NPROC] = (nproc, nproc)
     return lim
 
@@ -196,11 +208,15 @@ def status_line(tag: Literal['E', 'W'], value: str | int) -> bytes:
     "One line of the status pipe: 'E <exception class>' from the child, 'W <wait status>' from a PID namespace's init."
     return f'{tag} {value}\n'.encode()
 
+_EXC_LINE = re.compile(r'E ([A-Za-z_][A-Za-z0-9_.]{0,99})')
+_WAIT_LINE = re.compile(r'W ([0-9]{1,10})')
+
 def read_status(data: bytes) -> tuple[str | None, int | None]:
-    "(the exception the child reported, the wait status init reported) from a run's status pipe; None where absent."
-    lines = data.decode('utf-8', 'replace').splitlines()
-    exc = next((l[2:] for l in lines if l.startswith('E ')), None)
-    wait = next((int(l[2:]) for l in lines if l.startswith('W ') and l[2:].isdigit()), None)
+    "(the first well-formed 'E' name, the first well-formed 'W' status) in `data`; malformed lines are skipped."
+    exc = wait = None
+    for line in data.decode('ascii', 'replace').splitlines():
+        if exc is None and (m := _EXC_LINE.fullmatch(line)): exc = m[1]
+        elif wait is None and (m := _WAIT_LINE.fullmatch(line)): wait = int(m[1])
     return exc, wait
 
 def report_to(fd: int) -> Callable[[str], None]:
@@ -225,6 +241,195 @@ def reroute_imports(path_fds: dict[str, int]) -> None:
         pth = getattr(m, '__dict__', {}).get('__path__')
         if isinstance(pth, list): pth[:] = [reroute(p, path_fds) for p in pth]
     sys.path_importer_cache.clear()
+
+# %% ../nbs/03a_zygote.ipynb #df43defc
+CHILD_ENV_KEEP = ('PATH', 'LANG', 'LC_ALL', 'PYTHONPATH', 'PYTHONHOME', 'PYTHONDONTWRITEBYTECODE', 'OPENBLAS_NUM_THREADS',
+                  'OMP_NUM_THREADS', 'MKL_NUM_THREADS')  # what of the zygote's environment a run keeps
+
+def child_env(workdir: str, env: dict) -> dict:
+    "A run's whole environment: the variables of `env` Python needs, and its work folder as home and temp folder."
+    return {'PATH': '/usr/local/bin:/usr/bin:/bin', 'LANG': 'C.UTF-8', **{k: env[k] for k in CHILD_ENV_KEEP if k in env},
+            'HOME': workdir, 'TMPDIR': workdir, 'PWD': workdir, 'USER': 'sandbox', 'LOGNAME': 'sandbox'}
+
+# %% ../nbs/03a_zygote.ipynb #e5ffaec9
+UID_COUNT = 1024  # sandbox uids in the block: more than the runs a machine has in flight
+FALLBACK_UID_BASE = NOBODY - 1 - UID_COUNT  # a block inside the 16 bits a user namespace usually maps
+
+def become(uid: int) -> None:
+    "Take uid and gid `uid`, with no supplementary groups; raise if it did not take."
+    os.setgroups([]); os.setgid(uid); os.setuid(uid)
+    if (os.getuid(), os.geteuid(), os.getgid(), os.getegid()) != (uid,) * 4: raise OSError(f'uid drop to {uid} failed')
+
+def sandbox_uids(base: int, count: int = UID_COUNT) -> tuple[int, int] | None:
+    "(first, count) of the uid block runs take: `base`, else the fallback block; None when neither can be taken."
+    for b in dict.fromkeys((base, FALLBACK_UID_BASE)):
+        if can(lambda: become(b)) and can(lambda: become(b + count - 1)): return b, count
+    return None
+
+def private_folder(parent: str, name: str, mode: int) -> str:
+    "Folder `parent/name` with `mode`, made if absent; OSError if it is a link or someone else owns it."
+    path = os.path.join(parent, name)
+    try: os.mkdir(path, mode)
+    except FileExistsError: pass
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid(): raise OSError(f'{path} is not ours')
+    os.chmod(path, mode)
+    return path
+
+def lock_folder(base: int) -> str:
+    "The folder of uid locks all zygotes share (in /run, else the temp folder), or a private one if squatted."
+    for parent in ('/run', tempfile.gettempdir()):
+        try: return private_folder(parent, f'aimo2-uids-{base}', 0o700)
+        except OSError: pass
+    return tempfile.mkdtemp(prefix='aimo2-uids-')
+
+def claim_uid(lock_dir: str, first: int, count: int, start: int) -> tuple[int, int]:
+    "A uid of the block no other run holds, and the descriptor whose lock holds it (close it to release)."
+    for i in range(count):
+        uid = first + (start + i) % count
+        fd = os.open(os.path.join(lock_dir, str(uid)), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); return uid, fd
+        except BlockingIOError: os.close(fd)
+    raise OSError('every sandbox uid is taken')
+
+# %% ../nbs/03a_zygote.ipynb #7c394c30
+TEMP_ROOTS = ('/tmp', '/var/tmp', '/dev/shm', '/run/lock', '/dev/mqueue')  # where world-writable folders usually are
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+def _enter(name: str) -> tuple[int, int]:
+    "Change into folder `name` (never through a link); its (st_dev, st_ino)."
+    fd = os.open(name, _DIR_FLAGS)
+    try:
+        s = os.fstat(fd); os.fchdir(fd)
+    finally: os.close(fd)
+    return s.st_dev, s.st_ino
+
+def remove_tree(path: str) -> None:
+    "Delete `path`, a file or a folder of any depth, never following a link nor leaving the tree."
+    try: st = os.lstat(path)
+    except FileNotFoundError: return
+    if not stat.S_ISDIR(st.st_mode): os.unlink(path); return
+    home = os.open('.', os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        up = os.stat(os.path.dirname(path) or '.')
+        stack = [((up.st_dev, up.st_ino), None), (_enter(path), os.path.basename(path))]
+        if stack[-1][0] != (st.st_dev, st.st_ino): raise OSError(f'{path} moved')
+        while len(stack) > 1:
+            down = None
+            with os.scandir('.') as it:
+                for e in it:
+                    if e.is_dir(follow_symlinks=False): down = e.name; break
+                    try: os.unlink(e.name)
+                    except FileNotFoundError: pass
+            if down is not None:
+                stack.append((_enter(down), down)); continue
+            name = stack.pop()[1]
+            os.chdir('..')
+            s = os.stat('.')
+            if (s.st_dev, s.st_ino) != stack[-1][0]: raise OSError(f'{path} moved while being removed')
+            os.rmdir(name)
+    finally:
+        os.fchdir(home); os.close(home)
+
+def shared_folders(roots: tuple[str, ...], limit: int = 20000) -> list[str]:
+    "The folders under `roots` anyone may write in, by a breadth-first walk of at most `limit` entries that stays on each file system."
+    out, todo, seen, n, i = [], [os.path.realpath(r) for r in roots if os.path.isdir(r)], set(), 0, 0
+    while i < len(todo) and (n < limit or i < len(roots)):
+        d = todo[i]; i += 1
+        try: st = os.lstat(d)
+        except OSError: continue
+        if (st.st_dev, st.st_ino) in seen or not stat.S_ISDIR(st.st_mode): continue
+        seen.add((st.st_dev, st.st_ino))
+        if st.st_mode & stat.S_IWOTH: out.append(d)
+        try:
+            with os.scandir(d) as it:
+                for e in it:
+                    n += 1
+                    if e.is_dir(follow_symlinks=False) and e.stat(follow_symlinks=False).st_dev == st.st_dev: todo.append(e.path)
+        except OSError: pass
+    return out
+
+def remove_owned(folders: list[str], uid: int) -> list[str]:
+    "Remove each entry of `folders` that `uid` owns, with all it holds; the paths removed."
+    gone = []
+    for d in folders:
+        try:
+            with os.scandir(d) as it: entries = list(it)
+        except OSError: continue
+        for e in entries:
+            try:
+                if e.stat(follow_symlinks=False).st_uid == uid: remove_tree(e.path); gone.append(e.path)
+            except OSError: pass
+    return gone
+
+IPC_RMID = 0
+
+def remove_ipc(uid: int) -> int:
+    "Remove the System V shared memory segments, semaphore sets and message queues `uid` owns; how many."
+    n = 0
+    for kind in ('shm', 'sem', 'msg'):
+        try:
+            with open(f'/proc/sysvipc/{kind}') as f: rows = [l.split() for l in f]
+        except OSError: continue
+        if not rows: continue
+        head = rows[0]
+        for r in rows[1:]:
+            if len(r) != len(head) or str(uid) not in (r[head.index('uid')], r[head.index('cuid')]): continue
+            ident = int(r[1])
+            try:
+                if kind == 'shm': _libc_call('shmctl', ctypes.c_int(ident), ctypes.c_int(IPC_RMID), ctypes.c_void_p(0))
+                elif kind == 'sem': _libc_call('semctl', ctypes.c_int(ident), ctypes.c_int(0), ctypes.c_int(IPC_RMID))
+                else: _libc_call('msgctl', ctypes.c_int(ident), ctypes.c_int(IPC_RMID), ctypes.c_void_p(0))
+                n += 1
+            except OSError: pass
+    return n
+
+# %% ../nbs/03a_zygote.ipynb #71dfefe9
+SECCOMP_ARCH = {  # os.uname().machine: (AUDIT_ARCH_*, the syscall numbers the filter names)
+    'x86_64': (0xC000003E, dict(socket=41, socketpair=53, clone=56, unshare=272, setns=308, io_uring_setup=425,
+                                io_uring_enter=426, io_uring_register=427, clone3=435)),
+    'aarch64': (0xC00000B7, dict(socket=198, socketpair=199, clone=220, unshare=97, setns=268, io_uring_setup=425,
+                                 io_uring_enter=426, io_uring_register=427, clone3=435))}
+_LD, _AND, _JEQ, _JGE, _JSET, _RET = 0x20, 0x54, 0x15, 0x35, 0x45, 0x06  # BPF_LD|W|ABS, ALU|AND|K, JMP|JEQ|K, ..., RET|K
+RET_ALLOW, RET_ERRNO = 0x7FFF0000, 0x00050000
+CLONE_NEW_ANY = 0x7E020000  # CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
+DENIED = ('socket', 'io_uring_setup', 'io_uring_enter', 'io_uring_register', 'unshare', 'setns')
+
+def seccomp_program(machine: str) -> list[tuple[int, int, int, int]] | None:
+    "The run's BPF filter as (code, jt, jf, k) for `machine`, None where unknown."
+    if machine not in SECCOMP_ARCH: return None
+    arch, nr = SECCOMP_ARCH[machine]
+    eperm, enosys, prog, at = RET_ERRNO | errno.EPERM, RET_ERRNO | errno.ENOSYS, [], {}
+    def op(code, k, jt=None, jf=None, label=None):
+        if label: at[label] = len(prog)
+        prog.append((code, jt, jf, k))
+    op(_LD, 4); op(_JEQ, arch, None, 'deny')          # seccomp_data.arch
+    op(_LD, 0)                                         # seccomp_data.nr
+    if machine == 'x86_64': op(_JGE, 0x40000000, 'deny')   # the x32 ABI
+    for name in DENIED: op(_JEQ, nr[name], 'deny')
+    op(_JEQ, nr['clone3'], 'nosys'); op(_JEQ, nr['socketpair'], 'pair'); op(_JEQ, nr['clone'], 'clone')
+    op(_RET, RET_ALLOW); op(_RET, eperm, label='deny'); op(_RET, enosys, label='nosys')
+    op(_LD, 16 + 8, label='pair'); op(_AND, 0xF); op(_JEQ, socket.SOCK_STREAM, 'ok1', 'deny1')   # args[1]: the type
+    op(_RET, RET_ALLOW, label='ok1'); op(_RET, eperm, label='deny1')
+    op(_LD, 16, label='clone'); op(_JSET, CLONE_NEW_ANY, 'deny2', 'ok2')                         # args[0]: the flags
+    op(_RET, eperm, label='deny2'); op(_RET, RET_ALLOW, label='ok2')
+    def rel(i, label): return 0 if label is None else at[label] - i - 1
+    out = [(c, rel(i, jt), rel(i, jf), k) for i, (c, jt, jf, k) in enumerate(prog)]
+    assert all(0 <= jt < 256 and 0 <= jf < 256 for _, jt, jf, _ in out), 'BPF jumps go forward, at most 255'
+    return out
+
+PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
+
+class _SockFprog(ctypes.Structure): _fields_ = [('len', ctypes.c_ushort), ('filter', ctypes.c_void_p)]
+
+def install_seccomp(prog: list[tuple[int, int, int, int]]) -> None:
+    "Load `prog` as this process's seccomp filter (inherited by its children, never removable)."
+    raw = b''.join(struct.pack('<HBBI', *ins) for ins in prog)
+    buf = ctypes.create_string_buffer(raw, len(raw))
+    fprog = _SockFprog(len(prog), ctypes.addressof(buf))
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+    _libc_call('prctl', ctypes.c_int(PR_SET_SECCOMP), ctypes.c_ulong(SECCOMP_MODE_FILTER), ctypes.c_void_p(ctypes.addressof(fprog)),
+               ctypes.c_ulong(0), ctypes.c_ulong(0))
 
 # %% ../nbs/03a_zygote.ipynb #a3f10031
 def own_process_count() -> int:
@@ -258,12 +463,12 @@ def process_limit(level: Level, max_procs: int, root: bool) -> int | None:
 
 def drop_privileges() -> None:
     "Become uid/gid 65534 with no supplementary groups; raise if it did not take."
-    os.setgroups([]); os.setgid(NOBODY); os.setuid(NOBODY)
-    if (os.getuid(), os.geteuid(), os.getgid()) != (NOBODY,) * 3: raise OSError('uid drop failed')
+    become(NOBODY)
 
 def python_io(workdir: str) -> None:
-    "Point the environment, temp folder, argv and the sys streams of the code at its own work folder and fds 0-2."
-    os.environ.update(HOME=workdir, TMPDIR=workdir, PWD=workdir)
+    "Point the environment (rebuilt from nothing), temp folder, argv and the sys streams of the code at its own work folder and fds 0-2."
+    env = child_env(workdir, dict(os.environ))
+    os.environ.clear(); os.environ.update(env)
     tempfile.tempdir = workdir
     sys.argv = ['<code>']
     sys.stdin = io.TextIOWrapper(io.FileIO(0, 'r', closefd=False), encoding='utf-8')
@@ -271,7 +476,7 @@ def python_io(workdir: str) -> None:
     sys.stderr = io.TextIOWrapper(io.FileIO(2, 'w', closefd=False), encoding='utf-8', errors='backslashreplace', line_buffering=True)
     faulthandler.enable(file=sys.stderr)
 
-def confine(box: Sandbox, timeout: float, workdir: str, pipes: Pipes) -> None:
+def confine(box: Sandbox, timeout: float, workdir: str, pipes: Pipes, uid: int | None) -> None:
     "Set this process up as a run's sandbox, in the order that matters (see the notebook); raise if a step fails."
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.setsid()
@@ -280,15 +485,16 @@ def confine(box: Sandbox, timeout: float, workdir: str, pipes: Pipes) -> None:
     s = box.settings
     nproc = process_limit(box.level, s['max_procs'], os.geteuid() == 0)
     apply_rlimits(rlimits(timeout, s['cpu_seconds'], s['memory_mb'], nproc))
-    if box.level != 'guard': drop_privileges()
+    if uid is not None: become(uid)
     try: prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError: pass
     python_io(workdir)
     sys.addaudithook(make_guard(workdir, box.level == 'guard'))
+    if box.seccomp: install_seccomp(box.seccomp)
 
-def child_main(box: Sandbox, req: Request, workdir: str, pipes: Pipes) -> None:
+def child_main(box: Sandbox, req: Request, workdir: str, pipes: Pipes, uid: int | None) -> None:
     "Become the sandboxed process of one run and execute its code; never returns."
-    try: confine(box, req['timeout'], workdir, pipes)
+    try: confine(box, req['timeout'], workdir, pipes, uid)
     except BaseException as e:
         try: os.write(2, f'sandbox setup failed: {e!r}\n'.encode()); os.write(STATUS_FD, status_line('E', 'SandboxSetupError'))
         except OSError: pass
@@ -299,18 +505,18 @@ def child_main(box: Sandbox, req: Request, workdir: str, pipes: Pipes) -> None:
         except BaseException: pass
     os._exit(rc)
 
-def init_main(box: Sandbox, req: Request, workdir: str, pipes: Pipes) -> None:
+def init_main(box: Sandbox, req: Request, workdir: str, pipes: Pipes, uid: int | None) -> None:
     "pid 1 of a run's PID namespace: fork the child, reap everything, report the child's wait status; never returns."
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         pid = os.fork()
-        if pid == 0: child_main(box, req, workdir, pipes)
-        os.close(pipes.out); os.close(pipes.err)
+        if pid == 0: child_main(box, req, workdir, pipes, uid)
+        os.close(pipes.out); os.close(pipes.err); os.close(pipes.status)
         while True:
             w, status = os.waitpid(-1, 0)
             if w == pid:
-                os.write(pipes.status, status_line('W', status))
+                os.write(pipes.wait, status_line('W', status))
                 os._exit(0)   # the kernel now kills whatever else the run left in the namespace
     finally:
         os._exit(71)
@@ -413,9 +619,11 @@ def _pidfd() -> None: os.close(os.pidfd_open(os.getpid()))
 
 def probe() -> dict:
     "What this machine lets the zygote use."
+    prog = seccomp_program(os.uname().machine)
     return {'root': os.geteuid() == 0, 'uid': os.geteuid() == 0 and can(drop_privileges),
             'netns': can(lambda: unshare(CLONE_NEWNET)), 'pidns': can(_pid_namespace),
-            'subreaper': can(lambda: prctl(PR_SET_CHILD_SUBREAPER, 1)), 'pidfd': hasattr(os, 'pidfd_open') and can(_pidfd)}
+            'subreaper': can(lambda: prctl(PR_SET_CHILD_SUBREAPER, 1)), 'pidfd': hasattr(os, 'pidfd_open') and can(_pidfd),
+            'seccomp': prog is not None and can(lambda: install_seccomp(prog))}
 
 def choose_level(caps: dict, want: str) -> Level:
     "The strongest level `caps` allow, no stronger than `want` ('auto': no cap)."
@@ -427,16 +635,16 @@ STATUS_BYTES = 4096  # the most of the status pipe the runner keeps
 DRAIN_S = 0.5  # seconds the runner keeps reading the pipes after the child ended
 
 class RunPipes:
-    "The runner's ends of a run's pipes: stdout and stderr kept by `Capped`, the status lines, which are still open."
-    def __init__(self, out_r: int, err_r: int, st_r: int, cap: int):
-        self.out, self.err, self.status = Capped(cap), Capped(cap), bytearray()
-        self.st_r, self.caps = st_r, {out_r: self.out, err_r: self.err}
-        self.open = [out_r, err_r, st_r]
+    "The runner's ends of a run's pipes: stdout and stderr kept by `Capped`, the status and wait lines, which are still open."
+    def __init__(self, out_r: int, err_r: int, st_r: int, wait_r: int, cap: int):
+        self.out, self.err, self.status, self.wait = Capped(cap), Capped(cap), bytearray(), bytearray()
+        self.lines, self.caps = {st_r: self.status, wait_r: self.wait}, {out_r: self.out, err_r: self.err}
+        self.open = [out_r, err_r, st_r, wait_r]
     def read(self, fd: int) -> None:
         "Take what `fd` has; close it at end of file."
         data = os.read(fd, 1 << 16)
         if not data: self.open.remove(fd); os.close(fd)
-        elif fd == self.st_r: self.status += data[:STATUS_BYTES - len(self.status)]
+        elif fd in self.lines: self.lines[fd] += data[:STATUS_BYTES - len(self.lines[fd])]
         else: self.caps[fd].add(data)
     def close(self) -> None:
         "Close the ends still open."
@@ -454,18 +662,24 @@ class RunState:
     swept: bool = False  # its leftover processes are gone
     cancelled: bool = False  # the runner was told to stop (SIGTERM)
 
-def own_workdir(workdir: str, level: Level) -> None:
-    "Make a run's folder private: owned by uid 65534 (unless at the 'guard' level), mode 0700."
-    if level != 'guard': os.chown(workdir, NOBODY, NOBODY)
+def own_workdir(workdir: str, uid: int | None) -> None:
+    "Make a run's folder private: owned by the run's uid (None: the caller's, at 'guard'), mode 0700."
+    if uid is not None: os.chown(workdir, uid, uid)
     os.chmod(workdir, 0o700)
 
-def fork_run(box: Sandbox, req: Request, workdir: str, pipes: Pipes) -> int:
+def run_uid(box: Sandbox) -> tuple[int | None, int | None]:
+    "The uid a run takes and the descriptor holding it: one of the block, 65534 when there is none, None at 'guard'."
+    if box.level == 'guard': return None, None
+    if box.uids is None: return NOBODY, None
+    return claim_uid(box.lock_dir, *box.uids, os.getpid())
+
+def fork_run(box: Sandbox, req: Request, workdir: str, pipes: Pipes, uid: int | None) -> int:
     "Fork the run's first process: init in a new PID namespace, else the child (this runner its subreaper)."
     if box.pidns: unshare(CLONE_NEWPID)
     elif box.subreaper: prctl(PR_SET_CHILD_SUBREAPER, 1)
     pid = os.fork()
     if pid == 0:
-        try: (init_main if box.pidns else child_main)(box, req, workdir, pipes)
+        try: (init_main if box.pidns else child_main)(box, req, workdir, pipes, uid)
         finally: os._exit(72)
     return pid
 
@@ -500,18 +714,21 @@ def supervise(box: Sandbox, st: RunState, rp: RunPipes, deadline: float) -> None
         for fd in select.select(watch, [], [], wait)[0]:
             if fd != pidfd: rp.read(fd)
 
-def clean_up(box: Sandbox, st: RunState, rp: RunPipes, workdir: str) -> None:
-    "Kill and sweep whatever of the run is left, close the pipes, remove the work folder."
+def clean_up(box: Sandbox, st: RunState, rp: RunPipes, workdir: str, uid: int | None) -> None:
+    "Kill and sweep whatever of the run is left, close the pipes, remove the work folder and all else its uid made."
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})   # a cancel must not cut the clean-up short
     if st.pid and st.status is None:
         try: os.kill(st.pid, signal.SIGKILL); os.waitpid(st.pid, 0)
         except OSError: pass
     if st.pid and not box.pidns and not st.swept: sweep(st.pid, box.subreaper)
     rp.close()
-    shutil.rmtree(workdir, ignore_errors=True)
+    try: remove_tree(workdir)
+    except OSError: shutil.rmtree(workdir, ignore_errors=True)
+    if uid is not None and box.uids is not None: remove_owned(box.shared, uid); remove_ipc(uid)
 
 def result_message(box: Sandbox, st: RunState, rp: RunPipes, workdir: str) -> dict:
     "The result a runner sends its caller: status, capped and scrubbed output, returncode, error."
-    exc, init_status = read_status(bytes(rp.status))
+    exc, init_status = read_status(bytes(rp.status))[0], read_status(bytes(rp.wait))[1]
     status = init_status if box.pidns and not st.timed_out else st.status
     state, rc, error = outcome(status, exc, st.timed_out)
     if st.cancelled: state, error = 'error', 'cancelled'
@@ -521,17 +738,21 @@ def result_message(box: Sandbox, st: RunState, rp: RunPipes, workdir: str) -> di
 def execute(box: Sandbox, req: Request) -> dict:
     "Run one request to the end, leaving nothing of it behind; return the result message."
     deadline = time.monotonic() + float(req['timeout'])
-    workdir = os.path.realpath(tempfile.mkdtemp(prefix='aimo2-exec-'))
-    (out_r, out_w), (err_r, err_w), (st_r, st_w) = os.pipe(), os.pipe(), os.pipe()
-    rp, st = RunPipes(out_r, err_r, st_r, box.settings['output_bytes']), RunState()
+    uid, lock = run_uid(box)
     try:
-        own_workdir(workdir, box.level)
-        st.pid = fork_run(box, req, workdir, Pipes(out_w, err_w, st_w))
-        for fd in (out_w, err_w, st_w): os.close(fd)
-        supervise(box, st, rp, deadline)
-    except Cancelled: st.cancelled = True
-    finally: clean_up(box, st, rp, workdir)
-    return result_message(box, st, rp, workdir)
+        workdir = os.path.realpath(tempfile.mkdtemp(prefix='aimo2-exec-', dir=box.runs_dir or None))
+        (out_r, out_w), (err_r, err_w), (st_r, st_w), (wt_r, wt_w) = os.pipe(), os.pipe(), os.pipe(), os.pipe()
+        rp, st = RunPipes(out_r, err_r, st_r, wt_r, box.settings['output_bytes']), RunState()
+        try:
+            own_workdir(workdir, uid)
+            st.pid = fork_run(box, req, workdir, Pipes(out_w, err_w, st_w, wt_w), uid)
+            for fd in (out_w, err_w, st_w, wt_w): os.close(fd)
+            supervise(box, st, rp, deadline)
+        except Cancelled: st.cancelled = True
+        finally: clean_up(box, st, rp, workdir, uid)
+        return result_message(box, st, rp, workdir)
+    finally:
+        if lock is not None: os.close(lock)
 
 # %% ../nbs/03a_zygote.ipynb #a3f10053
 def hidden_paths() -> list[str]:
@@ -618,15 +839,20 @@ def warm_up(modules: tuple[str, ...] = WARM_MODULES) -> None:
         except Exception: pass
 
 def start(settings: Settings) -> Sandbox:
-    "Everything before serving: probe, level, warm imports, folders rerouted for uid 65534, frozen heap."
+    "Everything before serving: probe, level, warm imports, folders rerouted for uid 65534, uid block, runs folder, frozen heap."
     caps = probe()
     level = enter_level(caps, settings['isolation'])
     warm_up()
     path_fds = open_folders(hidden_paths()) if level != 'guard' else {}
     if path_fds: reroute_imports(path_fds)
     caps['rerouted'] = sorted(path_fds)
+    uids = sandbox_uids(settings['uid_base']) if level != 'guard' else None
+    runs_dir = tempfile.mkdtemp(prefix='aimo2-runs-'); os.chmod(runs_dir, 0o711)
+    caps.update(uids=uids, runs_dir=runs_dir)
     gc.collect(); gc.freeze()
-    return Sandbox(settings, level, caps, path_fds)
+    return Sandbox(settings, level, caps, path_fds, uids=uids, lock_dir=lock_folder(uids[0]) if uids else '', runs_dir=runs_dir,
+                   shared=shared_folders(TEMP_ROOTS + (tempfile.gettempdir(),)) if uids else [],
+                   seccomp=seccomp_program(os.uname().machine) if caps['seccomp'] else None)
 
 def main() -> None:
     "The zygote process: `python -c <this module's source> CONTROL_FD SETTINGS_JSON`."

@@ -1,7 +1,7 @@
 """Hostile-code suite for `aimo2_nb.executor`: every attack ends in a clean non-ok result within timeout + 1 s,
 the test process and files outside the sandbox survive, nothing the run spawned remains, the executor keeps working."""
 from __future__ import annotations
-import os, shutil, socket, time, uuid
+import os, random, shutil, socket, time, uuid
 from pathlib import Path
 import pytest
 from aimo2_nb.config import ExecConfig
@@ -11,11 +11,18 @@ TIMEOUT = 2.0
 NOBODY = 65534
 ROOT = os.geteuid() == 0
 REPO = str(Path(__file__).resolve().parents[1])
-CFG = dict(timeout=TIMEOUT, memory_mb=768, workers=4, output_bytes=4096)
+UID_BASE = 2_000_000_000 + 1024 * random.randrange(1, 100_000)   # a block of sandbox uids no other test run uses
+CFG = dict(timeout=TIMEOUT, memory_mb=768, workers=4, output_bytes=4096, uid_base=UID_BASE)
 
 
-def _uid_procs(uid: int = NOBODY) -> list[int]:
-    "Pids of live processes whose real uid is `uid`."
+def _sandbox_uids(ex: Executor | None = None) -> set[int]:
+    "The uids runs of `ex` take: its block (capabilities['uids'], this test run's own), else 65534."
+    block = (ex.capabilities.get('uids') if ex is not None else None) or (NOBODY, 1)
+    return set(range(block[0], block[0] + block[1]))
+
+
+def _uid_procs(uids: set[int] = frozenset({NOBODY})) -> list[int]:
+    "Pids of live processes whose real uid is in `uids`."
     out = []
     for d in os.listdir('/proc'):
         if not d.isdigit(): continue
@@ -23,7 +30,7 @@ def _uid_procs(uid: int = NOBODY) -> list[int]:
         except OSError: continue
         uid_line = next((l for l in status.splitlines() if l.startswith('Uid:')), '')
         state = next((l for l in status.splitlines() if l.startswith('State:')), '')
-        if uid_line.split()[1:2] == [str(uid)] and 'Z' not in state.split()[1:2]: out.append(int(d))
+        if uid_line.split()[1:2] and int(uid_line.split()[1]) in uids and 'Z' not in state.split()[1:2]: out.append(int(d))
     return out
 
 
@@ -42,7 +49,7 @@ def _assert_clean(ex: Executor, wait: float = 1.0) -> None:
     "No sandbox-uid process and no runner of `ex` outlives a finished run."
     end = time.monotonic() + wait
     while True:
-        left = (_uid_procs() if ex.isolation != 'guard' else []) + _children(ex._zygote.proc.pid)
+        left = (_uid_procs(_sandbox_uids(ex)) if ex.isolation != 'guard' else []) + _children(ex._zygote.proc.pid)
         if not left: return
         assert time.monotonic() < end, f'processes left behind: {left}'
         time.sleep(0.02)
@@ -247,7 +254,7 @@ def test_close_cancels():
     assert time.monotonic() - t < 2.5
     assert running.result().error == 'cancelled' and queued.result().error == 'executor closed'
     assert e.submit('print(1)').result().error == 'executor closed'
-    if e.isolation != 'guard': assert not _uid_procs()
+    if e.isolation != 'guard': assert not _uid_procs(_sandbox_uids(e))
 
 
 def test_run_code():
