@@ -4,7 +4,6 @@ Each attack first disarms the in-process audit hook (`DISARM`: what hostile code
 level), so that what is tested is what the kernel enforces: uids, rlimits, namespaces, seccomp, cleanup."""
 from __future__ import annotations
 import logging, os, random, socket, time, uuid
-from pathlib import Path
 import pytest
 from aimo2_nb.config import ExecConfig
 from aimo2_nb.executor import Executor
@@ -139,10 +138,9 @@ def test_later_run_cannot_read_earlier_files(ex):
 
 def test_deep_folders_and_renamed_work_folder_are_removed(ex):
     if ex.isolation == 'guard': pytest.skip('guard runs as the caller')
-    tag = uuid.uuid4().hex[:8]
-    code = (f'import os\nhere = os.getcwd()\nprint(here[::-1])\nfor i in range(1200): os.mkdir("d"); os.chdir("d")\n'
-            f'open("deep", "w").write("x")\nos.chdir("/")\n'
-            f'try: os.rename(here, here + "-moved"); print("moved")\nexcept OSError as e: print(type(e).__name__)\n')
+    code = ('import os\nhere = os.getcwd()\nprint(here[::-1])\nfor i in range(1200): os.mkdir("d"); os.chdir("d")\n'
+            'open("deep", "w").write("x")\nos.chdir("/")\n'
+            'try: os.rename(here, here + "-moved"); print("moved")\nexcept OSError as e: print(type(e).__name__)\n')
     r = _run(ex, code)
     assert r.ok, r
     workdir = r.stdout.splitlines()[0][::-1]
