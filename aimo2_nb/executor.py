@@ -110,7 +110,7 @@ def _recv_line(sock: socket.socket, buf: bytearray, deadline: float) -> bytes | 
 
 # %% ../nbs/03_executor.ipynb #062a2c37
 _log = logging.getLogger(__name__)
-GUARD_WARNING = ("executor: isolation level 'guard' is NOT a sandbox: model code runs as this process's user, with "
+GUARD_WARNING = ("executor: isolation 'guard' is NOT a sandbox: model code runs as this process's user, with "
                  "only an audit hook (which the code can switch off) and a seccomp filter in the way")
 
 class _Closed(Exception): "The executor was closed."
@@ -251,6 +251,16 @@ def close(self: Executor) -> None:
     for pid in active: _kill(pid, signal.SIGKILL)
     for t in self._threads: t.join(1.0)
     self._zygote.kill()
+
+# %% ../nbs/03_executor.ipynb #43d6aca3
+@patch
+def describe(self: Executor) -> str:
+    "One line for the log: the isolation level in force and what protects the runs."
+    c = self.capabilities
+    if self.isolation == 'guard': return GUARD_WARNING
+    uids = f"a uid of its own per run ({c['uids'][0]}+)" if c.get('uids') else 'uid 65534 shared by all runs'
+    net = 'no network namespace' if self.isolation == 'uid' else 'an empty network namespace'
+    return f"executor: isolation {self.isolation!r}: {uids}, {net}, seccomp {'on' if c.get('seccomp') else 'unavailable'}"
 
 # %% ../nbs/03_executor.ipynb #d4321fb1
 _POOLS: dict[str, Executor] = {}

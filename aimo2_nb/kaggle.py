@@ -272,6 +272,9 @@ class _LazyExecutor:
                     from aimo2_nb.executor import Executor
                     self.ex = Executor(self.cfg)
                 except Exception as e: self.why = f"{type(e).__name__}: {e}"
+    def describe(self) -> str:
+        "The executor's one-line description (its isolation level), or why it is unavailable."
+        return self.ex.describe() if self.ex is not None else f"executor unavailable: {self.why}"
     def submit(self, code: str, timeout: float | None = None):
         self.warm()
         if self.ex is None: raise RuntimeError(f"executor unavailable: {self.why}")
@@ -407,7 +410,7 @@ def build_engine(self: Server, ladder: list[tuple[dict, str]] | None = None) -> 
                               backend=str(getattr(eng, 'backend', '') or ''), name=type(eng).__name__)
             if threading.current_thread() is threading.main_thread() and hasattr(signal, 'SIGUSR1'):
                 signal.signal(signal.SIGUSR1, self._on_engine_lost)
-            if serve.prewarm_executor: self.executor.warm()
+            if serve.prewarm_executor: self.executor.warm(); _log.info(self.executor.describe())
             self.engine, self.engine_lost, self.load_error = eng, None, None
             return
     except BaseException as e:

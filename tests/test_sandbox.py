@@ -222,3 +222,16 @@ def test_guard_level_is_loud(caplog):
             r = e.submit('print(1)').result()
     assert r.isolation == 'guard' and r.ok
     assert any('not a sandbox' in m.lower() for m in caplog.messages), caplog.messages
+
+
+def test_serve_path_reports_the_level():
+    "The Kaggle server logs this line when it warms the executor: the level Kaggle granted."
+    from aimo2_nb.kaggle import _LazyExecutor
+    for level in ('guard', 'auto'):
+        lz = _LazyExecutor(ExecConfig(**CFG, isolation=level))
+        lz.warm()
+        try:
+            line = lz.describe()
+            assert line.startswith(f'executor: isolation {lz.ex.isolation!r}')
+            assert ('not a sandbox' in line.lower()) == (lz.ex.isolation == 'guard'), line
+        finally: lz.ex.close()
