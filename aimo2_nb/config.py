@@ -147,7 +147,8 @@ class ConsistencyRule:
 
 SEED_RULES = [ConsistencyRule(4, 4), ConsistencyRule(4, 5, recent=True), ConsistencyRule(5, 7), ConsistencyRule(6, 9)]
 
-SampleStopReason = Literal['code_answer', 'output_fence', 'cot_boxed', 'code_boxed_no_code', 'code_boxed_code_failed', 'low_confidence']
+SampleStopReason = Literal['code_answer', 'output_fence', 'cot_boxed', 'code_boxed_no_code', 'code_boxed_code_failed', 'low_confidence',
+                           'bookkeeping_error']  # the last: the solver's own (a failure handling this sample)
 QuestionStopReason = Literal['consistency', 'decided', 'posterior', 'sprt', 'min_answers', 'early_timeout', 'timeout',
                              'all_finished', 'no_time', 'engine_error', 'solver_error']  # the last three: the solver's own
 

@@ -146,6 +146,18 @@ def check_sample(self: _QuestionRun, s: _SampleState, t: float) -> None:
     try: self.eng.abort(s.index)
     except Exception as e: self.error('engine.abort', e)
 
+# %% ../nbs/09_solver.ipynb #b12d0002
+@patch
+def sample_failed(self: _QuestionRun, index: Any, exc: BaseException) -> None:
+    "Record a failure in sample `index`'s bookkeeping, stop and abort that sample; the question goes on."
+    self.error(f'sample {index}', f"{type(exc).__name__}: {exc}")
+    s = self.samples[index] if isinstance(index, int) and 0 <= index < len(self.samples) else None
+    if s is None or s.stop_reason is not None or s.finish is not None: return
+    s.stop_reason, s.stop_tokens = 'bookkeeping_error', s.tokens
+    self.emit(T.SampleStop(self.qid, self.rel(), s.index, 'bookkeeping_error', s.tokens))
+    try: self.eng.abort(s.index)
+    except Exception as e: self.error('engine.abort', e)
+
 # %% ../nbs/09_solver.ipynb #49caf6a2
 @patch
 def on_parse(self: _QuestionRun, s: _SampleState, ev, t: float) -> None:
@@ -217,7 +229,8 @@ def collect_code(self: _QuestionRun, t: float) -> None:
             except Exception as e: res = e
             del s.pending[block]
             self.tick_code.append([s.index, block])
-            self.on_code(s, block, res, t)
+            try: self.on_code(s, block, res, t)
+            except Exception as e: self.sample_failed(s.index, e)
 
 # %% ../nbs/09_solver.ipynb #b00e3a8d
 @patch
@@ -239,7 +252,9 @@ def loop(self: _QuestionRun) -> tuple[StopDecision, float]:
         else: dec = None
         self.k += 1
         t = self.rel()
-        for ch in chunks or []: self.on_chunk(ch, t)
+        for ch in chunks or []:
+            try: self.on_chunk(ch, t)
+            except Exception as e: self.sample_failed(getattr(ch, 'index', None), e)
         self.collect_code(t)
         if dec is None: dec = question_stop(self.view(t), tier, self.cfg.stop)
         if (chunks and self.cfg.trace.chunks == 'all') or self.tick_code or dec is not None:

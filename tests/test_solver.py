@@ -249,3 +249,22 @@ def test_yaml_config_errors_name_the_field(tmp_path):
     p.write_text('speed:\n  tiers:\n    - {speed: 1, samples: 0}\n')
     with pytest.raises(ValueError, match=r'tiers\[\]\.samples: expected an integer >= 1'):
         load_config(p)
+
+
+# ---------------------------------------------------------------- one sample's failure is that sample's (issue 12)
+def test_a_failure_in_one_samples_bookkeeping_stops_only_that_sample(monkeypatch):
+    "A parser that raises on one sample's text, and a code result that breaks its recording: the question still answers."
+    import aimo2_nb.solver as S
+    real_feed = S.AnswerParser.feed
+    def feed(self, delta):
+        if 'BOOM' in delta: raise RuntimeError('parser exploded')
+        return real_feed(self, delta)
+    monkeypatch.setattr(S.AnswerParser, 'feed', feed)
+    cfg = config(samples=4, rules=[], timeout=60)
+    scripts = [[Step(0.5, 'BOOM'), *([Step(1.0, ' more')] * 100)], box(7, 1.0), box(7, 1.5), box(7, 2.0)]
+    s, eng = solver(scripts, cfg)
+    r = s.solve('q')
+    assert r.answer == 7 and r.reason != 'solver_error', r.reason
+    assert r.samples[0]['stop'] == 'bookkeeping_error' and 0 in eng.aborted
+    errors = [e for e in r.trace if e.kind == 'error']
+    assert any('parser exploded' in e.message and e.where == 'sample 0' for e in errors)
