@@ -11,18 +11,19 @@ from typing import Callable, Literal, NamedTuple, TypedDict
 
 # %% auto #0
 __all__ = ['NOBODY', 'CLONE_NEWNET', 'CLONE_NEWPID', 'PR_SET_PDEATHSIG', 'PR_SET_CHILD_SUBREAPER', 'FILE_BYTES', 'OPEN_FILES',
-           'Level', 'LEVELS', 'STATUS_FD', 'CHILD_ENV_KEEP', 'UID_COUNT', 'FALLBACK_UID_BASE', 'TEMP_ROOTS', 'IPC_RMID',
-           'SECCOMP_ARCH', 'RET_ALLOW', 'RET_ERRNO', 'CLONE_NEW_ANY', 'DENIED', 'PR_SET_NO_NEW_PRIVS', 'PR_SET_SECCOMP',
-           'SECCOMP_MODE_FILTER', 'TRUNC_MARK', 'STATUS_BYTES', 'DRAIN_S', 'WARM_MODULES', 'unshare', 'prctl', 'can',
-           'Settings', 'Request', 'Sandbox', 'Pipes', 'rlimits', 'clamp', 'apply_rlimits', 'inside', 'file_verdict',
-           'net_verdict', 'process_verdict', 'guard_verdict', 'make_guard', 'exit_status', 'exec_snippet',
-           'status_line', 'read_status', 'report_to', 'reroute', 'reroute_imports', 'child_env', 'become',
-           'sandbox_uids', 'private_folder', 'lock_folder', 'claim_uid', 'remove_tree', 'shared_folders',
-           'remove_owned', 'remove_ipc', 'seccomp_program', 'install_seccomp', 'own_process_count', 'rewire_fds',
-           'process_limit', 'drop_privileges', 'python_io', 'confine', 'child_main', 'init_main', 'Capped', 'outcome',
-           'scrub', 'Cancelled', 'run_tree', 'reap', 'sweep', 'probe', 'choose_level', 'RunPipes', 'RunState',
-           'own_workdir', 'run_uid', 'fork_run', 'open_pidfd', 'exited', 'supervise', 'clean_up', 'result_message',
-           'execute', 'hidden_paths', 'open_folders', 'serve_one', 'serve', 'enter_level', 'warm_up', 'start', 'main']
+           'Level', 'LEVELS', 'STATUS_FD', 'CHILD_ENV_KEEP', 'UID_COUNT', 'FALLBACK_UID_BASE', 'TEMP_ROOTS',
+           'MTIME_SLACK_NS', 'IPC_RMID', 'SECCOMP_ARCH', 'RET_ALLOW', 'RET_ERRNO', 'CLONE_NEW_ANY', 'DENIED',
+           'PR_SET_NO_NEW_PRIVS', 'PR_SET_SECCOMP', 'SECCOMP_MODE_FILTER', 'TRUNC_MARK', 'STATUS_BYTES', 'DRAIN_S',
+           'WARM_MODULES', 'unshare', 'prctl', 'can', 'Settings', 'Request', 'Sandbox', 'Pipes', 'rlimits', 'clamp',
+           'apply_rlimits', 'inside', 'file_verdict', 'net_verdict', 'process_verdict', 'guard_verdict', 'make_guard',
+           'exit_status', 'exec_snippet', 'status_line', 'read_status', 'report_to', 'reroute', 'reroute_imports',
+           'child_env', 'become', 'sandbox_uids', 'private_folder', 'lock_folder', 'claim_uid', 'remove_tree',
+           'shared_folders', 'remove_owned', 'remove_ipc', 'seccomp_program', 'install_seccomp', 'own_process_count',
+           'rewire_fds', 'process_limit', 'drop_privileges', 'python_io', 'confine', 'child_main', 'init_main',
+           'Capped', 'outcome', 'scrub', 'Cancelled', 'run_tree', 'reap', 'sweep', 'probe', 'choose_level', 'RunPipes',
+           'RunState', 'own_workdir', 'run_uid', 'fork_run', 'open_pidfd', 'exited', 'supervise', 'clean_up',
+           'result_message', 'execute', 'hidden_paths', 'open_folders', 'serve_one', 'serve', 'enter_level', 'warm_up',
+           'start', 'main']
 
 # %% ../nbs/03a_zygote.ipynb #a3f10006
 NOBODY = 65534  # uid and gid of the sandbox user
@@ -294,6 +295,7 @@ def claim_uid(lock_dir: str, first: int, count: int, start: int) -> tuple[int, i
 
 # %% ../nbs/03a_zygote.ipynb #7c394c30
 TEMP_ROOTS = ('/tmp', '/var/tmp', '/dev/shm', '/run/lock', '/dev/mqueue')  # where world-writable folders usually are
+MTIME_SLACK_NS = 1_000_000_000  # file systems stamp times from a coarse clock: look at folders changed up to 1 s before a run
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 def _enter(name: str) -> tuple[int, int]:
@@ -349,11 +351,12 @@ def shared_folders(roots: tuple[str, ...], limit: int = 20000) -> list[str]:
         except OSError: pass
     return out
 
-def remove_owned(folders: list[str], uid: int) -> list[str]:
-    "Remove each entry of `folders` that `uid` owns, with all it holds; the paths removed."
+def remove_owned(folders: list[str], uid: int, since_ns: int = 0) -> list[str]:
+    "Remove each entry of `folders` that `uid` owns, with all it holds, looking only in folders changed since `since_ns`; the paths removed."
     gone = []
     for d in folders:
         try:
+            if os.stat(d).st_mtime_ns < since_ns: continue   # nothing was added or renamed in it since
             with os.scandir(d) as it: entries = list(it)
         except OSError: continue
         for e in entries:
@@ -661,6 +664,7 @@ class RunState:
     timed_out: bool = False  # killed at the deadline
     swept: bool = False  # its leftover processes are gone
     cancelled: bool = False  # the runner was told to stop (SIGTERM)
+    started_ns: int = field(default_factory=time.time_ns)  # wall clock at the start: folders unchanged since hold nothing of the run
 
 def own_workdir(workdir: str, uid: int | None) -> None:
     "Make a run's folder private: owned by the run's uid (None: the caller's, at 'guard'), mode 0700."
@@ -724,7 +728,8 @@ def clean_up(box: Sandbox, st: RunState, rp: RunPipes, workdir: str, uid: int | 
     rp.close()
     try: remove_tree(workdir)
     except OSError: shutil.rmtree(workdir, ignore_errors=True)
-    if uid is not None and box.uids is not None: remove_owned(box.shared, uid); remove_ipc(uid)
+    if uid is not None and box.uids is not None:
+        remove_owned(box.shared, uid, st.started_ns - MTIME_SLACK_NS); remove_ipc(uid)
 
 def result_message(box: Sandbox, st: RunState, rp: RunPipes, workdir: str) -> dict:
     "The result a runner sends its caller: status, capped and scrubbed output, returncode, error."
