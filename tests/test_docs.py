@@ -5,8 +5,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# notebooks other helpers are rewriting now; their summary and citations are fixed when they land (then empty this)
-LATER: set = set()
 NBS = sorted(p for p in (ROOT / 'nbs').glob('*.ipynb') if not p.name.startswith('_'))
 
 def cells(p: Path, kind: str) -> list[str]:
@@ -19,7 +17,6 @@ def module_of(p: Path) -> Path | None:
 @pytest.mark.parametrize('nb', NBS, ids=lambda p: p.stem)
 def test_one_line_summary_is_the_whole_docstring(nb):
     "nbdev reads only the first `> ` line of the title cell (module docstring, page description): it must be all of it."
-    if nb.stem in LATER: pytest.skip('being rewritten by another change')
     title = cells(nb, 'markdown')[0].split('\n')
     assert title[0].startswith('# '), title[0]
     quotes = [l for l in title if l.startswith('>')]
@@ -34,7 +31,7 @@ def test_defect_citations_land_on_the_list():
     listed = [int(n) for n in re.findall(r'^(\d+)\. <a id="defect-(?:\d+)"></a>', page, re.M)]
     assert listed == list(range(1, len(listed) + 1)) and len(listed) >= 10
     for n in listed: assert f'<a id="defect-{n}"></a>' in page
-    for nb in (p for p in NBS if p.stem not in LATER):
+    for nb in NBS:
         for s in cells(nb, 'markdown'):
             for n in re.findall(r'seed_defects\.ipynb#defect-(\d+)', s): assert int(n) in listed, (nb.name, n)
             bare = re.findall(r'(?<!\[)\bdefects? \d+(?![^\[]*\]\()', s)
@@ -50,7 +47,7 @@ def _mixed(src: str) -> bool:
     has = lambda types: any(isinstance(n, types) for n in ast.walk(tree))
     return has((ast.Import, ast.ImportFrom)) and has((ast.Expr, ast.Assign))
 
-@pytest.mark.parametrize('nb', [p for p in NBS if p.stem not in LATER], ids=lambda p: p.stem)
+@pytest.mark.parametrize('nb', NBS, ids=lambda p: p.stem)
 def test_imports_in_their_own_cells(nb):
     "nbdev_docs executes every cell holding an import (FAQ: 'cells containing imports and other code'): keep them apart."
     bad = [s.split('\n')[0] for s in cells(nb, 'code') if _mixed(s)]
