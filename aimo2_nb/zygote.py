@@ -12,18 +12,18 @@ from typing import Callable, Literal, NamedTuple, TypedDict
 # %% auto #0
 __all__ = ['NOBODY', 'CLONE_NEWNET', 'CLONE_NEWPID', 'PR_SET_PDEATHSIG', 'PR_SET_CHILD_SUBREAPER', 'FILE_BYTES', 'OPEN_FILES',
            'Level', 'LEVELS', 'STATUS_FD', 'CHILD_ENV_KEEP', 'UID_COUNT', 'FALLBACK_UID_BASE', 'TEMP_ROOTS',
-           'MTIME_SLACK_NS', 'IPC_RMID', 'SECCOMP_ARCH', 'RET_ALLOW', 'RET_ERRNO', 'CLONE_NEW_ANY', 'DENIED',
-           'PR_SET_NO_NEW_PRIVS', 'PR_SET_SECCOMP', 'SECCOMP_MODE_FILTER', 'TRUNC_MARK', 'STATUS_BYTES', 'DRAIN_S',
-           'WARM_MODULES', 'unshare', 'prctl', 'can', 'Settings', 'Request', 'Sandbox', 'Pipes', 'rlimits', 'clamp',
-           'apply_rlimits', 'inside', 'file_verdict', 'net_verdict', 'process_verdict', 'guard_verdict', 'make_guard',
-           'exit_status', 'exec_snippet', 'status_line', 'read_status', 'report_to', 'reroute', 'reroute_imports',
-           'child_env', 'become', 'sandbox_uids', 'private_folder', 'lock_folder', 'claim_uid', 'remove_tree',
-           'shared_folders', 'remove_owned', 'remove_ipc', 'seccomp_program', 'install_seccomp', 'own_process_count',
-           'rewire_fds', 'process_limit', 'drop_privileges', 'python_io', 'confine', 'child_main', 'init_main',
-           'Capped', 'outcome', 'scrub', 'Cancelled', 'run_tree', 'reap', 'sweep', 'probe', 'choose_level', 'RunPipes',
-           'RunState', 'own_workdir', 'run_uid', 'fork_run', 'open_pidfd', 'exited', 'supervise', 'clean_up',
-           'result_message', 'execute', 'hidden_paths', 'open_folders', 'serve_one', 'serve', 'enter_level', 'warm_up',
-           'start', 'main']
+           'MTIME_SLACK_NS', 'IPC_RMID', 'SECCOMP_ARCH', 'SOL_SOCKET', 'BUFFER_OPTS', 'F_SETPIPE_SZ', 'RET_ALLOW',
+           'RET_ERRNO', 'CLONE_NEW_ANY', 'DENIED', 'PR_SET_NO_NEW_PRIVS', 'PR_SET_SECCOMP', 'SECCOMP_MODE_FILTER',
+           'TRUNC_MARK', 'STATUS_BYTES', 'DRAIN_S', 'WARM_MODULES', 'unshare', 'prctl', 'can', 'Settings', 'Request',
+           'Sandbox', 'Pipes', 'rlimits', 'clamp', 'apply_rlimits', 'inside', 'file_verdict', 'net_verdict',
+           'process_verdict', 'guard_verdict', 'make_guard', 'exit_status', 'exec_snippet', 'status_line',
+           'read_status', 'report_to', 'reroute', 'reroute_imports', 'child_env', 'become', 'sandbox_uids',
+           'private_folder', 'lock_folder', 'claim_uid', 'remove_tree', 'shared_folders', 'remove_owned', 'remove_ipc',
+           'seccomp_program', 'install_seccomp', 'own_process_count', 'rewire_fds', 'process_limit', 'drop_privileges',
+           'python_io', 'confine', 'child_main', 'init_main', 'Capped', 'outcome', 'scrub', 'Cancelled', 'run_tree',
+           'reap', 'sweep', 'probe', 'choose_level', 'RunPipes', 'RunState', 'own_workdir', 'run_uid', 'fork_run',
+           'open_pidfd', 'exited', 'supervise', 'clean_up', 'result_message', 'execute', 'hidden_paths', 'open_folders',
+           'serve_one', 'serve', 'enter_level', 'warm_up', 'start', 'main']
 
 # %% ../nbs/03a_zygote.ipynb #a3f10006
 NOBODY = 65534  # uid and gid of the sandbox user
@@ -390,9 +390,11 @@ def remove_ipc(uid: int) -> int:
 # %% ../nbs/03a_zygote.ipynb #71dfefe9
 SECCOMP_ARCH = {  # os.uname().machine: (AUDIT_ARCH_*, the syscall numbers the filter names)
     'x86_64': (0xC000003E, dict(socket=41, socketpair=53, clone=56, unshare=272, setns=308, io_uring_setup=425,
-                                io_uring_enter=426, io_uring_register=427, clone3=435)),
+                                io_uring_enter=426, io_uring_register=427, clone3=435, setsockopt=54, fcntl=72)),
     'aarch64': (0xC00000B7, dict(socket=198, socketpair=199, clone=220, unshare=97, setns=268, io_uring_setup=425,
-                                 io_uring_enter=426, io_uring_register=427, clone3=435))}
+                                 io_uring_enter=426, io_uring_register=427, clone3=435, setsockopt=208, fcntl=25))}
+SOL_SOCKET, BUFFER_OPTS = 1, (7, 8, 32, 33)  # SO_SNDBUF, SO_RCVBUF, SO_SNDBUFFORCE, SO_RCVBUFFORCE
+F_SETPIPE_SZ = 1031
 _LD, _AND, _JEQ, _JGE, _JSET, _RET = 0x20, 0x54, 0x15, 0x35, 0x45, 0x06  # BPF_LD|W|ABS, ALU|AND|K, JMP|JEQ|K, ..., RET|K
 RET_ALLOW, RET_ERRNO = 0x7FFF0000, 0x00050000
 CLONE_NEW_ANY = 0x7E020000  # CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
@@ -411,11 +413,18 @@ def seccomp_program(machine: str) -> list[tuple[int, int, int, int]] | None:
     if machine == 'x86_64': op(_JGE, 0x40000000, 'deny')   # the x32 ABI
     for name in DENIED: op(_JEQ, nr[name], 'deny')
     op(_JEQ, nr['clone3'], 'nosys'); op(_JEQ, nr['socketpair'], 'pair'); op(_JEQ, nr['clone'], 'clone')
+    op(_JEQ, nr['setsockopt'], 'sockopt'); op(_JEQ, nr['fcntl'], 'fcntl')
     op(_RET, RET_ALLOW); op(_RET, eperm, label='deny'); op(_RET, enosys, label='nosys')
     op(_LD, 16 + 8, label='pair'); op(_AND, 0xF); op(_JEQ, socket.SOCK_STREAM, 'ok1', 'deny1')   # args[1]: the type
     op(_RET, RET_ALLOW, label='ok1'); op(_RET, eperm, label='deny1')
     op(_LD, 16, label='clone'); op(_JSET, CLONE_NEW_ANY, 'deny2', 'ok2')                         # args[0]: the flags
     op(_RET, eperm, label='deny2'); op(_RET, RET_ALLOW, label='ok2')
+    op(_LD, 16 + 8, label='sockopt'); op(_JEQ, SOL_SOCKET, None, 'ok3')                          # args[1]: the level
+    op(_LD, 16 + 16)                                                                             # args[2]: the option
+    for k in BUFFER_OPTS: op(_JEQ, k, 'deny3')
+    op(_RET, RET_ALLOW, label='ok3'); op(_RET, eperm, label='deny3')
+    op(_LD, 16 + 8, label='fcntl'); op(_JEQ, F_SETPIPE_SZ, 'deny4', 'ok4')                       # args[1]: the command
+    op(_RET, eperm, label='deny4'); op(_RET, RET_ALLOW, label='ok4')
     def rel(i, label): return 0 if label is None else at[label] - i - 1
     out = [(c, rel(i, jt), rel(i, jf), k) for i, (c, jt, jf, k) in enumerate(prog)]
     assert all(0 <= jt < 256 and 0 <= jf < 256 for _, jt, jf, _ in out), 'BPF jumps go forward, at most 255'

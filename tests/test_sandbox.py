@@ -235,3 +235,27 @@ def test_serve_path_reports_the_level():
             assert line.startswith(f'executor: isolation {lz.ex.isolation!r}')
             assert ('not a sandbox' in line.lower()) == (lz.ex.isolation == 'guard'), line
         finally: lz.ex.close()
+
+
+def test_socket_buffers_are_bounded(ex):
+    "Kernel buffers are outside RLIMIT_AS: socket pairs filled to the brim hold little (no SO_SNDBUF, few descriptors)."
+    code = '''
+import socket
+total, pairs = 0, []
+try:
+    while True:
+        a, b = socket.socketpair(); a.setblocking(False); pairs.append((a, b))
+        for s, opt in ((a, socket.SO_SNDBUF), (b, socket.SO_RCVBUF)):
+            try: s.setsockopt(socket.SOL_SOCKET, opt, 1 << 30)
+            except OSError: pass
+        try:
+            while True: total += a.send(b"x" * 65536)
+        except BlockingIOError: pass
+        if total > 1 << 30: break
+except OSError: pass
+print(len(pairs), total >> 20)
+'''
+    r = _run(ex, code, timeout=20)
+    assert r.ok, r
+    _, mb = map(int, r.stdout.split())
+    assert mb < 128, r.stdout
