@@ -111,7 +111,8 @@ def _recv_line(sock: socket.socket, buf: bytearray, deadline: float) -> bytes | 
 # %% ../nbs/03_executor.ipynb #062a2c37
 _log = logging.getLogger(__name__)
 GUARD_WARNING = ("executor: isolation 'guard' is NOT a sandbox: model code runs as this process's user, with "
-                 "only an audit hook (which the code can switch off) and a seccomp filter in the way")
+                 "only an audit hook (which the code can switch off), a seccomp filter and (where the kernel has Landlock) "
+                 "a write fence in the way: it can read everything this user can and signal this user's processes")
 
 class _Closed(Exception): "The executor was closed."
 

@@ -10,25 +10,27 @@ from dataclasses import dataclass, field
 from typing import Callable, Literal, NamedTuple, TypedDict
 
 # %% auto #0
-__all__ = ['NOBODY', 'CLONE_NEWNET', 'CLONE_NEWPID', 'PR_SET_PDEATHSIG', 'PR_SET_CHILD_SUBREAPER', 'FILE_BYTES', 'OPEN_FILES',
-           'Level', 'LEVELS', 'STATUS_FD', 'CHILD_ENV_KEEP', 'UID_COUNT', 'FALLBACK_UID_BASE', 'TEMP_ROOTS',
-           'MTIME_SLACK_NS', 'IPC_RMID', 'SECCOMP_ARCH', 'SOL_SOCKET', 'BUFFER_OPTS', 'F_SETPIPE_SZ', 'RET_ALLOW',
-           'RET_ERRNO', 'CLONE_NEW_ANY', 'DENIED', 'PR_SET_NO_NEW_PRIVS', 'PR_SET_SECCOMP', 'SECCOMP_MODE_FILTER',
-           'TRUNC_MARK', 'STATUS_BYTES', 'DRAIN_S', 'WARM_MODULES', 'unshare', 'prctl', 'can', 'Settings', 'Request',
-           'Sandbox', 'Pipes', 'rlimits', 'clamp', 'apply_rlimits', 'inside', 'file_verdict', 'net_verdict',
-           'process_verdict', 'guard_verdict', 'make_guard', 'exit_status', 'exec_snippet', 'status_line',
-           'read_status', 'report_to', 'reroute', 'reroute_imports', 'child_env', 'become', 'sandbox_uids',
-           'private_folder', 'lock_folder', 'claim_uid', 'remove_tree', 'shared_folders', 'remove_owned', 'remove_ipc',
-           'seccomp_program', 'install_seccomp', 'own_process_count', 'rewire_fds', 'process_limit', 'drop_privileges',
-           'python_io', 'confine', 'child_main', 'init_main', 'Capped', 'outcome', 'scrub', 'Cancelled', 'run_tree',
-           'reap', 'sweep', 'probe', 'choose_level', 'RunPipes', 'RunState', 'own_workdir', 'run_uid', 'fork_run',
-           'open_pidfd', 'exited', 'supervise', 'clean_up', 'result_message', 'execute', 'hidden_paths', 'open_folders',
-           'serve_one', 'serve', 'enter_level', 'warm_up', 'start', 'main']
+__all__ = ['NOBODY', 'CLONE_NEWNET', 'CLONE_NEWPID', 'PR_SET_PDEATHSIG', 'PR_SET_CHILD_SUBREAPER', 'PR_SET_NO_NEW_PRIVS',
+           'FILE_BYTES', 'OPEN_FILES', 'Level', 'LEVELS', 'STATUS_FD', 'CHILD_ENV_KEEP', 'UID_COUNT',
+           'FALLBACK_UID_BASE', 'TEMP_ROOTS', 'MTIME_SLACK_NS', 'IPC_RMID', 'LANDLOCK_CREATE_RULESET',
+           'LANDLOCK_ADD_RULE', 'LANDLOCK_RESTRICT_SELF', 'SECCOMP_ARCH', 'SOL_SOCKET', 'BUFFER_OPTS', 'F_SETPIPE_SZ',
+           'RET_ALLOW', 'RET_ERRNO', 'CLONE_NEW_ANY', 'DENIED', 'PR_SET_SECCOMP', 'SECCOMP_MODE_FILTER', 'TRUNC_MARK',
+           'STATUS_BYTES', 'DRAIN_S', 'WARM_MODULES', 'unshare', 'prctl', 'can', 'Settings', 'Request', 'Sandbox',
+           'Pipes', 'rlimits', 'clamp', 'apply_rlimits', 'inside', 'file_verdict', 'net_verdict', 'process_verdict',
+           'guard_verdict', 'make_guard', 'exit_status', 'exec_snippet', 'status_line', 'read_status', 'report_to',
+           'reroute', 'reroute_imports', 'child_env', 'become', 'sandbox_uids', 'private_folder', 'lock_folder',
+           'claim_uid', 'remove_tree', 'shared_folders', 'remove_owned', 'remove_ipc', 'landlock_abi',
+           'landlock_writes', 'install_landlock', 'seccomp_program', 'install_seccomp', 'own_process_count',
+           'rewire_fds', 'process_limit', 'drop_privileges', 'python_io', 'confine', 'child_main', 'init_main',
+           'Capped', 'outcome', 'scrub', 'Cancelled', 'run_tree', 'reap', 'sweep', 'probe', 'choose_level', 'RunPipes',
+           'RunState', 'own_workdir', 'run_uid', 'fork_run', 'open_pidfd', 'exited', 'supervise', 'clean_up',
+           'result_message', 'execute', 'hidden_paths', 'open_folders', 'serve_one', 'serve', 'enter_level', 'warm_up',
+           'start', 'main']
 
 # %% ../nbs/03a_zygote.ipynb #a3f10006
 NOBODY = 65534  # uid and gid of the sandbox user
 CLONE_NEWNET, CLONE_NEWPID = 0x40000000, 0x20000000
-PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
+PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 36, 38
 FILE_BYTES = 64 << 20  # RLIMIT_FSIZE: no file the code writes grows past 64 MiB
 OPEN_FILES = 256  # RLIMIT_NOFILE: bounds the socket pairs and pipes a run holds, and their kernel buffers
 try: _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -89,6 +91,7 @@ class Sandbox:
     runs_dir: str = ''  # root-owned folder (0711) holding the runs' work folders
     shared: list[str] = field(default_factory=list)  # folders anyone may write in: where a run's files can outlive it
     seccomp: list | None = None  # the BPF filter each run's child loads (None: this machine cannot)
+    landlock: int = 0  # the Landlock ABI that confines each run's writes to its folders (0: none)
     @property
     def pidns(self) -> bool: return self.level == 'namespace' and bool(self.caps.get('pidns'))
     @property
@@ -387,6 +390,43 @@ def remove_ipc(uid: int) -> int:
             except OSError: pass
     return n
 
+# %% ../nbs/03a_zygote.ipynb #953624dc
+LANDLOCK_CREATE_RULESET, LANDLOCK_ADD_RULE, LANDLOCK_RESTRICT_SELF = 444, 445, 446  # the same on x86_64 and aarch64
+_LL_WRITE_FILE, _LL_TRUNCATE, _LL_REFER = 1 << 1, 1 << 14, 1 << 13
+_LL_WRITES = sum(1 << b for b in (1, 4, 5, 6, 7, 8, 9, 10, 11, 12))  # write file, remove dir/file, make char/dir/reg/sock/fifo/block/sym
+
+def _syscall(nr: int, *args) -> int:
+    "A raw system call through libc; raise OSError when it fails."
+    r = _LIBC.syscall(ctypes.c_long(nr), *args) if _LIBC is not None else -1
+    if r < 0: e = ctypes.get_errno() if _LIBC is not None else errno.ENOSYS; raise OSError(e, os.strerror(e))
+    return r
+
+def landlock_abi() -> int:
+    "The Landlock ABI version this kernel offers, 0 without Landlock."
+    try: return _syscall(LANDLOCK_CREATE_RULESET, ctypes.c_void_p(0), ctypes.c_size_t(0), ctypes.c_uint32(1))
+    except OSError: return 0
+
+def landlock_writes(abi: int) -> int:
+    "The write rights Landlock ABI `abi` can refuse."
+    return _LL_WRITES | (_LL_REFER if abi >= 2 else 0) | (_LL_TRUNCATE if abi >= 3 else 0)
+
+def install_landlock(abi: int, folders: list[str], files: list[str]) -> None:
+    "Refuse this process (and its children) every write but beneath `folders` and to `files`."
+    handled = landlock_writes(abi)
+    attr = ctypes.create_string_buffer(struct.pack('<Q', handled), 8)
+    rs = _syscall(LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(8), ctypes.c_uint32(0))
+    try:
+        for path, allowed in [(p, handled) for p in folders] + [(p, handled & (_LL_WRITE_FILE | _LL_TRUNCATE)) for p in files]:
+            try: fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            except OSError: continue
+            try:
+                rule = ctypes.create_string_buffer(struct.pack('<Qi', allowed, fd), 12)
+                _syscall(LANDLOCK_ADD_RULE, ctypes.c_int(rs), ctypes.c_int(1), ctypes.byref(rule), ctypes.c_uint32(0))
+            finally: os.close(fd)
+        prctl(PR_SET_NO_NEW_PRIVS, 1)
+        _syscall(LANDLOCK_RESTRICT_SELF, ctypes.c_int(rs), ctypes.c_uint32(0))
+    finally: os.close(rs)
+
 # %% ../nbs/03a_zygote.ipynb #71dfefe9
 SECCOMP_ARCH = {  # os.uname().machine: (AUDIT_ARCH_*, the syscall numbers the filter names)
     'x86_64': (0xC000003E, dict(socket=41, socketpair=53, clone=56, unshare=272, setns=308, io_uring_setup=425,
@@ -430,7 +470,7 @@ def seccomp_program(machine: str) -> list[tuple[int, int, int, int]] | None:
     assert all(0 <= jt < 256 and 0 <= jf < 256 for _, jt, jf, _ in out), 'BPF jumps go forward, at most 255'
     return out
 
-PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 
 class _SockFprog(ctypes.Structure): _fields_ = [('len', ctypes.c_ushort), ('filter', ctypes.c_void_p)]
 
@@ -498,6 +538,7 @@ def confine(box: Sandbox, timeout: float, workdir: str, pipes: Pipes, uid: int |
     nproc = process_limit(box.level, s['max_procs'], os.geteuid() == 0)
     apply_rlimits(rlimits(timeout, s['cpu_seconds'], s['memory_mb'], nproc))
     if uid is not None: become(uid)
+    if box.landlock: install_landlock(box.landlock, [workdir, '/dev/shm'], [os.devnull])
     try: prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError: pass
     python_io(workdir)
@@ -635,7 +676,8 @@ def probe() -> dict:
     return {'root': os.geteuid() == 0, 'uid': os.geteuid() == 0 and can(drop_privileges),
             'netns': can(lambda: unshare(CLONE_NEWNET)), 'pidns': can(_pid_namespace),
             'subreaper': can(lambda: prctl(PR_SET_CHILD_SUBREAPER, 1)), 'pidfd': hasattr(os, 'pidfd_open') and can(_pidfd),
-            'seccomp': prog is not None and can(lambda: install_seccomp(prog))}
+            'seccomp': prog is not None and can(lambda: install_seccomp(prog)),
+            'landlock': landlock_abi() if can(lambda: install_landlock(landlock_abi(), ['/tmp'], [])) else 0}
 
 def choose_level(caps: dict, want: str) -> Level:
     "The strongest level `caps` allow, no stronger than `want` ('auto': no cap)."
@@ -866,7 +908,7 @@ def start(settings: Settings) -> Sandbox:
     gc.collect(); gc.freeze()
     return Sandbox(settings, level, caps, path_fds, uids=uids, lock_dir=lock_folder(uids[0]) if uids else '', runs_dir=runs_dir,
                    shared=shared_folders(TEMP_ROOTS + (tempfile.gettempdir(),)) if uids else [],
-                   seccomp=seccomp_program(os.uname().machine) if caps['seccomp'] else None)
+                   seccomp=seccomp_program(os.uname().machine) if caps['seccomp'] else None, landlock=caps['landlock'])
 
 def main() -> None:
     "The zygote process: `python -c <this module's source> CONTROL_FD SETTINGS_JSON`."

@@ -3,7 +3,8 @@
 Each attack first disarms the in-process audit hook (`DISARM`: what hostile code can always do, see the `guard`
 level), so that what is tested is what the kernel enforces: uids, rlimits, namespaces, seccomp, cleanup."""
 from __future__ import annotations
-import logging, os, random, socket, time, uuid
+import logging, os, random, shutil, socket, tempfile, time, uuid
+from pathlib import Path
 import pytest
 from aimo2_nb.config import ExecConfig
 from aimo2_nb.executor import Executor
@@ -112,7 +113,8 @@ def test_files_outside_the_work_folder_are_removed(ex):
     tag = uuid.uuid4().hex[:8]
     places = [f'/tmp/aimo2-leak-{tag}', f'/dev/shm/aimo2-leak-{tag}', f'/var/tmp/aimo2-leak-{tag}']
     code = ''.join(f'try: open({p!r}, "wb").write(b"x" * (1 << 20))\nexcept OSError as e: print(e)\n' for p in places)
-    code += f'import os\nos.makedirs("/tmp/aimo2-leakdir-{tag}/a/b")\nopen("/tmp/aimo2-leakdir-{tag}/a/b/f", "w").write("x")\n'
+    code += (f'import os\ntry:\n    os.makedirs("/tmp/aimo2-leakdir-{tag}/a/b")\n    open("/tmp/aimo2-leakdir-{tag}/a/b/f", "w").write("x")\n'
+             'except OSError as e: print(e)\n')   # refused where Landlock confines writes, else removed after the run
     r = _run(ex, code)
     assert r.ok, r
     left = [p for p in places + [f'/tmp/aimo2-leakdir-{tag}'] if os.path.lexists(p)]
@@ -131,7 +133,7 @@ def test_shm_memory_is_released(ex):
 def test_later_run_cannot_read_earlier_files(ex):
     if ex.isolation == 'guard': pytest.skip('guard runs as the caller')
     tag = uuid.uuid4().hex[:8]
-    assert _run(ex, f'open("/tmp/aimo2-note-{tag}", "w").write("secret")').ok
+    _run(ex, f'open("/tmp/aimo2-note-{tag}", "w").write("secret")')   # refused (Landlock) or removed after the run
     r = _run(ex, f'print(open("/tmp/aimo2-note-{tag}").read())')
     assert not r.ok and 'FileNotFoundError' in (r.error or ''), r
 
@@ -259,3 +261,24 @@ print(len(pairs), total >> 20)
     assert r.ok, r
     _, mb = map(int, r.stdout.split())
     assert mb < 128, r.stdout
+
+
+@pytest.fixture
+def reachable_tmp():
+    "A folder under /tmp that every uid may enter (pytest's tmp_path is root's, mode 0700)."
+    d = Path(tempfile.mkdtemp(prefix='aimo2-reach-')); d.chmod(0o755)
+    yield d
+    shutil.rmtree(d)
+
+
+def test_world_writable_folder_is_out_of_reach(ex, reachable_tmp):
+    "A 0777 folder without the sticky bit (a working folder) would let any uid replace the files in it."
+    work = reachable_tmp / 'working'; work.mkdir(); work.chmod(0o777)
+    sub = work / 'submission.parquet'; sub.write_text('ours'); sub.chmod(0o644)
+    if not ex.capabilities.get('landlock'): pytest.skip('no Landlock here: a 0777 folder stays writable by the sandbox uid')
+    code = (f'import os\nfor f in (lambda: os.replace({str(sub)!r}, {str(work / "x")!r}), lambda: os.unlink({str(sub)!r}),\n'
+            f'          lambda: open({str(work / "new")!r}, "w").write("x"), lambda: open({str(sub)!r}, "w").write("theirs")):\n'
+            '    try: f(); print("done")\n    except OSError as e: print(type(e).__name__)')
+    r = _run(ex, code)
+    assert r.ok and 'done' not in r.stdout, r
+    assert sub.read_text() == 'ours' and sorted(p.name for p in work.iterdir()) == ['submission.parquet']
