@@ -148,11 +148,12 @@ def check_sample(self: _QuestionRun, s: _SampleState, t: float) -> None:
 
 # %% ../nbs/09_solver.ipynb #b12d0002
 @patch
-def sample_failed(self: _QuestionRun, index: Any, exc: BaseException) -> None:
+def sample_failed(self: _QuestionRun, index: int, exc: BaseException) -> None:
     "Record a failure in sample `index`'s bookkeeping, stop and abort that sample; the question goes on."
+    s = self.samples[index]
+    if s.stop_reason == 'bookkeeping_error': return  # recorded once; its late chunks may fail the same way
     self.error(f'sample {index}', f"{type(exc).__name__}: {exc}")
-    s = self.samples[index] if isinstance(index, int) and 0 <= index < len(self.samples) else None
-    if s is None or s.stop_reason is not None or s.finish is not None: return
+    if s.stop_reason is not None or s.finish is not None: return
     s.stop_reason, s.stop_tokens = 'bookkeeping_error', s.tokens
     self.emit(T.SampleStop(self.qid, self.rel(), s.index, 'bookkeeping_error', s.tokens))
     try: self.eng.abort(s.index)
@@ -254,7 +255,10 @@ def loop(self: _QuestionRun) -> tuple[StopDecision, float]:
         t = self.rel()
         for ch in chunks or []:
             try: self.on_chunk(ch, t)
-            except Exception as e: self.sample_failed(getattr(ch, 'index', None), e)
+            except Exception as e:
+                i = getattr(ch, 'index', None)
+                if not (isinstance(i, int) and 0 <= i < len(self.samples)): raise  # not one sample's: a solver bug
+                self.sample_failed(i, e)
         self.collect_code(t)
         if dec is None: dec = question_stop(self.view(t), tier, self.cfg.stop)
         if (chunks and self.cfg.trace.chunks == 'all') or self.tick_code or dec is not None:
