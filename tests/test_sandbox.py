@@ -40,6 +40,17 @@ def ex(request):
     finally: os.environ.pop(SECRET, None)
 
 
+@pytest.fixture(scope='module', params=[lv for lv in _levels() if lv != 'guard'] or ['uid'])
+def iso(request):
+    "An executor at a level that isolates runs from each other (guard runs everything as the caller: nothing to test)."
+    os.environ[SECRET] = 'k3y'
+    try:
+        with Executor(ExecConfig(**CFG, isolation=request.param if request.param != 'namespace' else 'auto')) as e:
+            if e.isolation != request.param: pytest.skip(f'level {request.param} not available here')
+            yield e
+    finally: os.environ.pop(SECRET, None)
+
+
 def _run(ex: Executor, code: str, timeout: float | None = None):
     return ex.submit(DISARM + code, timeout).result()
 
@@ -73,15 +84,15 @@ def _pair(ex: Executor, first: str, second: str, gap: float = 0.5):
     return a.result(), b.result()
 
 
-def test_concurrent_runs_have_distinct_uids(ex):
-    if ex.isolation == 'guard': pytest.skip('guard runs as the caller')
+def test_concurrent_runs_have_distinct_uids(iso):
+    ex = iso
     a, b = _pair(ex, 'import os, time\nprint(os.getuid(), os.getgid())\ntime.sleep(1)', 'import os\nprint(os.getuid(), os.getgid())')
     assert a.ok and b.ok and a.stdout != b.stdout, (a, b)
     assert all(int(x) != 0 for x in a.stdout.split() + b.stdout.split())
 
 
-def test_cannot_plant_module_in_other_run(ex):
-    if ex.isolation == 'guard': pytest.skip('guard runs as the caller')
+def test_cannot_plant_module_in_other_run(iso):
+    ex = iso
     victim = 'open("ans.txt", "w").write("2")\nimport time\ntime.sleep(1.5)\nimport colorsys\nprint(colorsys.ONE_THIRD, open("ans.txt").read())'
     attacker = ('import glob, os\nn = 0\nfor d in glob.glob("/tmp/aimo2-*") + glob.glob("/tmp/aimo2-*/*"):\n'
                 '    try: open(os.path.join(d, "colorsys.py"), "w").write("ONE_THIRD = 666\\n"); open(os.path.join(d, "ans.txt"), "w").write("666"); n += 1\n'
@@ -90,8 +101,8 @@ def test_cannot_plant_module_in_other_run(ex):
     assert a.ok and a.stdout.startswith('0.333') and a.stdout.endswith(' 2\n'), (a, b)
 
 
-def test_cannot_kill_other_run(ex):
-    if ex.isolation == 'guard': pytest.skip('guard runs as the caller')
+def test_cannot_kill_other_run(iso):
+    ex = iso
     victim = 'import time\ntime.sleep(1.5)\nprint("alive")'
     attacker = ('import os, signal\nfor p in os.listdir("/proc"):\n    if p.isdigit() and int(p) != os.getpid():\n'
                 '        try: os.kill(int(p), signal.SIGKILL)\n        except OSError: pass')
@@ -99,8 +110,8 @@ def test_cannot_kill_other_run(ex):
     assert a.ok and a.stdout == 'alive\n', a
 
 
-def test_process_limit_is_per_run(ex):
-    if ex.isolation == 'guard': pytest.skip('guard runs as the caller (no per-run process limit as root)')
+def test_process_limit_is_per_run(iso):
+    ex = iso
     hog = 'import os, time\nkids = 0\nwhile True:\n    try: pid = os.fork()\n    except OSError: break\n    if pid == 0: time.sleep(3); os._exit(0)\n    kids += 1\ntime.sleep(3)'
     victim = 'import threading\nt = threading.Thread(target=print, args=("thread",)); t.start(); t.join()\nimport subprocess\nprint(subprocess.run(["true"]).returncode)'
     a, b = _pair(ex, hog, victim, gap=1.0)
@@ -108,8 +119,8 @@ def test_process_limit_is_per_run(ex):
 
 
 # 3. Nothing left behind -----------------------------------------------------------------------------------------------
-def test_files_outside_the_work_folder_are_removed(ex):
-    if ex.isolation == 'guard': pytest.skip('guard runs as the caller: its files cannot be told apart')
+def test_files_outside_the_work_folder_are_removed(iso):
+    ex = iso
     tag = uuid.uuid4().hex[:8]
     places = [f'/tmp/aimo2-leak-{tag}', f'/dev/shm/aimo2-leak-{tag}', f'/var/tmp/aimo2-leak-{tag}']
     code = ''.join(f'try: open({p!r}, "wb").write(b"x" * (1 << 20))\nexcept OSError as e: print(e)\n' for p in places)
@@ -121,25 +132,25 @@ def test_files_outside_the_work_folder_are_removed(ex):
     assert not left, left
 
 
-def test_shm_memory_is_released(ex):
+def test_shm_memory_is_released(iso):
     "RAM in /dev/shm is outside the run's memory limit: what a run puts there goes with the run."
-    if ex.isolation == 'guard': pytest.skip('guard runs as the caller')
+    ex = iso
     tag = uuid.uuid4().hex[:8]
     r = _run(ex, f'for i in range(6): open(f"/dev/shm/aimo2-{tag}-{{i}}", "wb").write(b"x" * (48 << 20))\nprint("ok")')
     assert r.ok and r.stdout == 'ok\n', r
     assert not [n for n in os.listdir('/dev/shm') if n.startswith(f'aimo2-{tag}')]
 
 
-def test_later_run_cannot_read_earlier_files(ex):
-    if ex.isolation == 'guard': pytest.skip('guard runs as the caller')
+def test_later_run_cannot_read_earlier_files(iso):
+    ex = iso
     tag = uuid.uuid4().hex[:8]
     _run(ex, f'open("/tmp/aimo2-note-{tag}", "w").write("secret")')   # refused (Landlock) or removed after the run
     r = _run(ex, f'print(open("/tmp/aimo2-note-{tag}").read())')
     assert not r.ok and 'FileNotFoundError' in (r.error or ''), r
 
 
-def test_deep_folders_and_renamed_work_folder_are_removed(ex):
-    if ex.isolation == 'guard': pytest.skip('guard runs as the caller')
+def test_deep_folders_and_renamed_work_folder_are_removed(iso):
+    ex = iso
     code = ('import os\nhere = os.getcwd()\nprint(here[::-1])\nfor i in range(1200): os.mkdir("d"); os.chdir("d")\n'
             'open("deep", "w").write("x")\nos.chdir("/")\n'
             'try: os.rename(here, here + "-moved"); print("moved")\nexcept OSError as e: print(type(e).__name__)\n')
@@ -149,8 +160,8 @@ def test_deep_folders_and_renamed_work_folder_are_removed(ex):
     assert not os.path.lexists(workdir) and not os.path.lexists(workdir + '-moved'), r.stdout
 
 
-def test_run_folder_parent_not_writable(ex):
-    if ex.isolation == 'guard': pytest.skip('guard runs as the caller')
+def test_run_folder_parent_not_writable(iso):
+    ex = iso
     r = _run(ex, 'import os\nup = os.path.dirname(os.getcwd())\nprint(os.access(up, os.W_OK), oct(os.stat(up).st_mode & 0o7777))')
     assert r.ok and r.stdout.split()[0] == 'False', r
 
