@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_executor.ipynb #bc0fa68b
 from __future__ import annotations
-import atexit, json, logging, os, shutil, signal, socket, subprocess, sys, threading, time, queue, warnings
+import atexit, json, logging, os, shutil, signal, socket, subprocess, sys, threading, time, queue
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Literal
@@ -26,7 +26,7 @@ class ExecResult:
     duration: float  # seconds from the start of the run (not the queue wait) to its result
     returncode: int | None = None  # exit status; -N when killed by signal N; None when there was none
     error: str | None = None  # short reason when not ok: 'SyntaxError', 'MemoryError', 'killed by SIGSEGV', 'exit status 3', ...
-    isolation: str = ''  # the level that protected this run: 'namespace', 'uid' or 'guard'
+    isolation: Literal['', 'namespace', 'uid', 'guard'] = ''  # the level that protected this run ('' before a zygote ran it)
     @property
     def ok(self) -> bool: return self.status == 'ok'
     @property
@@ -123,7 +123,7 @@ class Executor:
         self._lock, self._closed, self._active = threading.Lock(), False, set()
         self._zygote = _Zygote(self.cfg)
         if self.cfg.isolation != 'auto' and self._zygote.level != self.cfg.isolation:
-            warnings.warn(f"executor: isolation {self.cfg.isolation!r} is not available here; using {self._zygote.level!r}")
+            _log.warning(f"executor: isolation {self.cfg.isolation!r} is not available here; using {self._zygote.level!r}")
         if self._zygote.level == 'guard': _log.warning(GUARD_WARNING)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._threads = [threading.Thread(target=self._work, name=f'aimo2-exec-{i}', daemon=True) for i in range(self.cfg.workers)]

@@ -186,7 +186,7 @@ def exit_status(e: SystemExit) -> int:
     if c is None: return 0
     if isinstance(c, int): return c & 0xFF
     try: print(c, file=sys.stderr)
-    except BaseException: pass
+    except BaseException: pass  # the run's stderr may be closed or full: its exit status still stands
     return 1
 
 def exec_snippet(code: str, preamble: str, report: Callable[[str], None]) -> int:
@@ -202,7 +202,7 @@ def exec_snippet(code: str, preamble: str, report: Callable[[str], None]) -> int
     except BaseException as e:
         report('MemoryError' if isinstance(e, MemoryError) else type(e).__name__)
         try: traceback.print_exception(type(e), e, e.__traceback__.tb_next)
-        except BaseException: pass
+        except BaseException: pass  # the code may have broken stderr or traceback: `report` already named the error
         return 1
 
 # %% ../nbs/03a_zygote.ipynb #a3f10025
@@ -555,7 +555,7 @@ def child_main(box: Sandbox, req: Request, workdir: str, pipes: Pipes, uid: int 
     rc = exec_snippet(req['code'], box.settings['preamble'], report_to(STATUS_FD))
     for f in (sys.stdout, sys.stderr):
         try: f.flush()
-        except BaseException: pass
+        except BaseException: pass  # the code may have closed or replaced its streams: the exit status is what counts
     os._exit(rc)
 
 def init_main(box: Sandbox, req: Request, workdir: str, pipes: Pipes, uid: int | None) -> None:
@@ -892,7 +892,7 @@ def warm_up(modules: tuple[str, ...] = WARM_MODULES) -> None:
     "Import `modules` (those that are installed)."
     for mod in modules:
         try: __import__(mod)
-        except Exception: pass
+        except Exception: pass  # a missing or broken library is the code's problem when it imports it, not the zygote's
 
 def start(settings: Settings) -> Sandbox:
     "Everything before serving: probe, level, warm imports, folders rerouted for uid 65534, uid block, runs folder, frozen heap."
