@@ -30,25 +30,25 @@ def _levels() -> list:
     return lv
 
 
-@pytest.fixture(scope='module', params=_levels())
-def ex(request):
+def _executor_at(level: str):
+    "An executor at `level` with the parent's secret in its environment (skipped where the level is not available)."
     os.environ[SECRET] = 'k3y'
     try:
-        with Executor(ExecConfig(**CFG, isolation=request.param if request.param != 'namespace' else 'auto')) as e:
-            if e.isolation != request.param: pytest.skip(f'level {request.param} not available here')
+        with Executor(ExecConfig(**CFG, isolation=level if level != 'namespace' else 'auto')) as e:
+            if e.isolation != level: pytest.skip(f'level {level} not available here')
             yield e
     finally: os.environ.pop(SECRET, None)
+
+
+@pytest.fixture(scope='module', params=_levels())
+def ex(request):
+    yield from _executor_at(request.param)
 
 
 @pytest.fixture(scope='module', params=[lv for lv in _levels() if lv != 'guard'] or ['uid'])
 def iso(request):
     "An executor at a level that isolates runs from each other (guard runs everything as the caller: nothing to test)."
-    os.environ[SECRET] = 'k3y'
-    try:
-        with Executor(ExecConfig(**CFG, isolation=request.param if request.param != 'namespace' else 'auto')) as e:
-            if e.isolation != request.param: pytest.skip(f'level {request.param} not available here')
-            yield e
-    finally: os.environ.pop(SECRET, None)
+    yield from _executor_at(request.param)
 
 
 def _run(ex: Executor, code: str, timeout: float | None = None):

@@ -73,58 +73,43 @@ class InferenceServer:
             raise GatewayError(f'answer {ans!r} ({out["answer"].dtype}) is not an int in 0..{self.modulus - 1}')
         return served_id, int(ans)
 
-    def _run(self, csv: Path):
+    def _table(self, csv: Path):
+        "The served CSV: (number of rows, the row-i arguments, the id of row i, the id dtype, the submission writer)."
         pl = _polars()
-        if pl is None: return self._run_pandas(csv)
-        df = pl.read_csv(csv)
-        deadline = float(os.environ.get('KAGGLE_EVALUATION_STUB_DEADLINE_S', '1800'))
-        rows, log = [], []
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix='grpc-worker')
-        try:
-            for i in range(df.height):
-                args = [df[c][i:i + 1] for c in df.columns]
-                t0 = time.monotonic()
-                fut = pool.submit(self._call, args)
-                try: out, thread = fut.result(timeout=None if i == 0 else deadline)
-                except concurrent.futures.TimeoutError:
-                    raise GatewayError(f'predict call {i} exceeded the {deadline}s deadline') from None
-                secs = time.monotonic() - t0
-                rows.append(self._check(out, df['id'][i], df['id'].dtype))
-                log.append({'row': i, 'id': str(df['id'][i]), 'answer': rows[-1][1], 'seconds': secs, 'thread': thread,
-                            'main_thread': thread == threading.main_thread().name})
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
-            if os.environ.get('KAGGLE_EVALUATION_STUB_LOG'):
-                Path(os.environ['KAGGLE_EVALUATION_STUB_LOG']).write_text(json.dumps(log, indent=1))
-        pl.DataFrame({'id': pl.Series([r[0] for r in rows], dtype=df['id'].dtype),
-                      'answer': pl.Series([r[1] for r in rows], dtype=pl.Int64)}).write_parquet('submission.parquet')
-        return rows
-
-    def _run_pandas(self, csv: Path):
-        "`_run` with pandas: rows as one-element pandas Series, submission written with pyarrow."
-        import pandas as pd
+        if pl is not None:
+            df = pl.read_csv(csv)
+            def write(rows):
+                pl.DataFrame({'id': pl.Series([r[0] for r in rows], dtype=df['id'].dtype),
+                              'answer': pl.Series([r[1] for r in rows], dtype=pl.Int64)}).write_parquet('submission.parquet')
+            return df.height, lambda i: [df[c][i:i + 1] for c in df.columns], lambda i: df['id'][i], df['id'].dtype, write
+        import pandas as pd  # where polars is not installed (the GPU test machine): pandas Series, pyarrow parquet
         df = pd.read_csv(csv)
+        def write(rows):
+            pd.DataFrame({'id': pd.Series([r[0] for r in rows], dtype=df['id'].dtype),
+                          'answer': pd.Series([r[1] for r in rows], dtype='int64')}).to_parquet('submission.parquet')
+        return len(df), lambda i: [df[c].iloc[i:i + 1].reset_index(drop=True) for c in df.columns], lambda i: df['id'].iloc[i], df['id'].dtype, write
+
+    def _run(self, csv: Path):
+        n, row, row_id, id_dtype, write = self._table(csv)
         deadline = float(os.environ.get('KAGGLE_EVALUATION_STUB_DEADLINE_S', '1800'))
         rows, log = [], []
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix='grpc-worker')
         try:
-            for i in range(len(df)):
-                args = [df[c].iloc[i:i + 1].reset_index(drop=True) for c in df.columns]
+            for i in range(n):
                 t0 = time.monotonic()
-                fut = pool.submit(self._call, args)
+                fut = pool.submit(self._call, row(i))
                 try: out, thread = fut.result(timeout=None if i == 0 else deadline)
                 except concurrent.futures.TimeoutError:
                     raise GatewayError(f'predict call {i} exceeded the {deadline}s deadline') from None
                 secs = time.monotonic() - t0
-                rows.append(self._check(out, df['id'].iloc[i], df['id'].dtype))
-                log.append({'row': i, 'id': str(df['id'].iloc[i]), 'answer': rows[-1][1], 'seconds': secs, 'thread': thread,
+                rows.append(self._check(out, row_id(i), id_dtype))
+                log.append({'row': i, 'id': str(row_id(i)), 'answer': rows[-1][1], 'seconds': secs, 'thread': thread,
                             'main_thread': thread == threading.main_thread().name})
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
             if os.environ.get('KAGGLE_EVALUATION_STUB_LOG'):
                 Path(os.environ['KAGGLE_EVALUATION_STUB_LOG']).write_text(json.dumps(log, indent=1))
-        pd.DataFrame({'id': pd.Series([r[0] for r in rows], dtype=df['id'].dtype),
-                      'answer': pd.Series([r[1] for r in rows], dtype='int64')}).to_parquet('submission.parquet')
+        write(rows)
         return rows
 
     def _call(self, args):
