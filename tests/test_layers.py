@@ -1,37 +1,17 @@
 """Every dependency one way: the package's import graph (imports at the top of a module and inside functions alike)
 has no cycle, and each part keeps to the `never imports` column of shared/docs/architecture.md."""
 from __future__ import annotations
-import ast
 from pathlib import Path
 import pytest
+from aimo2_nb.kaggle_build import _imports, module_files
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / 'aimo2_nb'
 
 def import_graph() -> dict[str, set[str]]:
-    "Module -> the package modules it imports anywhere in its source."
-    mods = {}
-    for p in PKG.rglob('*.py'):
-        if p.name == '_modidx.py': continue
-        parts = list(p.relative_to(ROOT).with_suffix('').parts)
-        if parts[-1] == '__init__': parts = parts[:-1]
-        mods['.'.join(parts)] = p
-    graph = {m: set() for m in mods}
-    for m, p in mods.items():
-        pkg = m if p.name == '__init__.py' else m.rpartition('.')[0]
-        for node in ast.walk(ast.parse(p.read_text(encoding='utf-8'))):
-            if isinstance(node, ast.Import): names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ''
-                if node.level:
-                    anchor = pkg.split('.')[:len(pkg.split('.')) - node.level + 1]
-                    base = '.'.join(anchor + ([base] if base else []))
-                names = [base] + [f"{base}.{a.name}" for a in node.names]
-            else: continue
-            for n in names:
-                while n and n not in mods and '.' in n: n = n.rpartition('.')[0]
-                if n in mods and n != m: graph[m].add(n)
-    return graph
+    "Module -> the package modules it imports anywhere in its source (the same scanner the submission build uses)."
+    mods = {m: p for m, p in module_files(ROOT).items() if not m.endswith('._modidx')}
+    return {m: _imports(p.read_text(encoding='utf-8'), m, p.name == '__init__.py', mods) - {m} for m, p in mods.items()}
 
 GRAPH = import_graph()
 CLI = {m for m in GRAPH if m == 'aimo2_nb.cli' or m.startswith('aimo2_nb.cli_')}

@@ -13,15 +13,7 @@ ROOT = os.geteuid() == 0
 CFG = dict(timeout=5.0, memory_mb=768, workers=2, output_bytes=8192, uid_base=2_000_000_000 + 1024 * random.randrange(1, 100_000))
 SECRET = 'AIMO2_TEST_SECRET_' + uuid.uuid4().hex[:6]
 
-DISARM = '''
-import sys as _s
-_noop = (lambda *a, **k: None).__code__
-for _m in list(_s.modules.values()):
-    for _n in ('guard_verdict', 'file_verdict', 'net_verdict', 'process_verdict'):
-        try: _f = getattr(_m, _n, None)
-        except Exception: _f = None
-        if callable(_f) and hasattr(_f, '__code__'): _f.__code__ = _noop
-'''
+from doubles.disarm import DISARM  # noqa: E402  (tests/ is on pytest's path)
 
 
 def _levels() -> list:
