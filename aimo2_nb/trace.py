@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import ClassVar, Iterable
 
 # %% auto #0
-__all__ = ['EVENTS', 'TRACE_NAMES', 'event', 'QuestionStart', 'Tick', 'Answer', 'CodeStart', 'CodeDone', 'SampleStop',
+__all__ = ['EVENTS', 'TRACE_NAMES', 'event', 'QuestionStart', 'Tick', 'Answer', 'CodeStart', 'CodeDone', 'ToolCall', 'SampleStop',
            'SampleEnd', 'QuestionStop', 'Vote', 'QuestionEnd', 'Error', 'EngineLoad', 'to_json', 'from_json',
            'TraceWriter', 'read_events', 'by_question', 'find_trace', 'is_run', 'trace_frame']
 
@@ -58,6 +58,18 @@ class CodeDone:
     _: KW_ONLY  # eleven fields: always built with keywords
     sample: int; block: int; status: str; value: int | None; stdout: str; stderr: str
     truncated: bool = False; duration: float = 0.0; error: str | None = None
+    isolation: str = ''  # the sandbox level the run had (`ExecResult.isolation`); '' in traces from before it
+
+@event
+class ToolCall:
+    kind: ClassVar[str] = 'tool_call'  # one tool call of a TIR sample, emitted when its output is fed back
+    qid: str; t: float; sample: int; call: int  # call: its number within the sample, 0-based
+    code: str; output: str  # the code run, and the output block text shown to the model
+    seconds: float; status: str  # the run's duration; 'ok'|'error'|'timeout'|'killed'|'limit'|'cancelled'|...
+    value: int | None = None  # code_answer of its stdout (recorded; a TIR sample votes with its boxed answer)
+    tokens: int = 0  # the sample's cumulative tokens at the pause
+    at: int = 0  # offset in the sample's final text (`SampleEnd.text`) where `output` was inserted
+    restarted: bool = False; isolation: str = ''  # the session's state was lost before this call; sandbox level
 
 @event
 class SampleStop:
