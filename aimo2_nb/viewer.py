@@ -8,9 +8,11 @@ import html, json
 from pathlib import Path
 from typing import Any, Sequence
 from . import trace as T
+from .answers import AnswerParser, BoxedAnswer, CodeBlock
 
 # %% auto #0
-__all__ = ['CSS', 'esc', 'lanes', 'spark', 'lane_html', 'trace_html', 'run_score', 'run_html', 'export_html', 'TraceViewer']
+__all__ = ['CSS', 'esc', 'lanes', 'spark', 'tir_turns', 'turns_html', 'lane_html', 'trace_html', 'run_score', 'run_html',
+           'export_html', 'TraceViewer']
 
 # %% ../nbs/14_viewer.ipynb #6422885c
 def esc(x: Any) -> str:
@@ -84,12 +86,21 @@ def spark(L: dict, t_max: float, tok_max: int, gold: int | None, qstop_t: float 
         elif e.kind == 'code_start':
             parts.append(f'<rect class="mark-code" x="{X(e.t) - 3:.1f}" y="{Y(e.tokens) - 3:.1f}" width="6" height="6">'
                          f'<title>code block {e.block} at {_fmt_t(e.t)}</title></rect>')
+        elif e.kind == 'tool_call':
+            parts.append(f'<rect class="mark-tool" x="{X(e.t) - 3:.1f}" y="{Y(e.tokens) - 3:.1f}" width="6" height="6" '
+                         f'transform="rotate(45 {X(e.t):.1f} {Y(e.tokens):.1f})"><title>tool call {esc(e.call)} at {_fmt_t(e.t)}: '
+                         f'{esc(e.status)}</title></rect>')
         elif e.kind == 'sample_stop':
             parts.append(f'<line class="sstop-line" x1="{X(e.t):.1f}" x2="{X(e.t):.1f}" y1="{(h - mb + mt) / 2:.0f}" y2="{h - mb}">'
                          f'<title>stopped: {esc(e.reason)}</title></line>')
     return ''.join(parts) + '</svg>'
 
 # %% ../nbs/14_viewer.ipynb #2521d04c
+def _isolation(level) -> str:
+    "The sandbox level a code run had, when the trace knows it (`guard` is no sandbox: shown as a warning)."
+    if not level: return ''
+    return f' <span class="isolation" data-isolation="{esc(level)}" title="sandbox level">sandbox {esc(level)}</span>'
+
 def _code_run(start, done) -> str:
     "One code run: status, answer, duration; code and output inside <details>."
     st = done.status if done else 'pending'
@@ -97,7 +108,7 @@ def _code_run(start, done) -> str:
     if done is not None:
         if done.value is not None: head += f" &rarr; <span class=\"code-value\">{esc(done.value)}</span>"
         if done.error: head += f" <span class=\"code-error\">{esc(done.error)}</span>"
-        head += f" ({done.duration:.2f}s)"
+        head += f" ({done.duration:.2f}s)" + _isolation(getattr(done, 'isolation', ''))
     body = f'<pre class="code">{esc(start.code)}</pre>'
     if done is not None and done.stdout: body += f'<div class="label">stdout</div><pre class="stdout">{esc(done.stdout)}</pre>'
     if done is not None and done.stderr: body += f'<div class="label">stderr</div><pre class="stderr">{esc(done.stderr)}</pre>'
@@ -105,14 +116,70 @@ def _code_run(start, done) -> str:
             f'{body}</details></li>')
 
 def _sample_text(L: dict) -> str:
-    "The sample's full text, split at the stop decision when known."
+    "The sample's full text, split at the stop decision when known; a sample that called tools as its turns."
     text = L['end'].text if L['end'] else ''
+    if not isinstance(text, str): text = ''
+    calls = [e for e in L.get('events', ()) if e.kind == 'tool_call']
+    if calls: return turns_html(text, calls)
     k = L['stop_char']
     if k is not None and 0 <= k < len(text):
         inner = (f'{esc(text[:k])}<span class="after-stop" title="arrived after the stop decision">{esc(text[k:])}</span>')
     else: inner = esc(text)
     return (f'<details class="sample-text"><summary>text ({len(text)} characters)</summary>'
             f'<pre class="text">{inner}</pre></details>')
+
+# %% ../nbs/14_viewer.ipynb
+def tir_turns(text: str, calls: Sequence) -> list[dict]:
+    "A TIR sample's text split at its tool calls' `at` offsets: per turn its reasoning span, code span and call."
+    evs = AnswerParser().feed(text)
+    blocks = [e for e in evs if isinstance(e, CodeBlock)]
+    turns, pos = [], 0
+    for c in calls:
+        at = c.at if isinstance(c.at, int) and not isinstance(c.at, bool) else pos
+        at = min(max(at, pos), len(text))  # clamped into the text, never backwards
+        out = c.output if isinstance(c.output, str) else ''
+        placed = bool(out) and text.startswith(out, at)  # the output block sits where the event says
+        cb = next((b for b in reversed(blocks) if pos <= b.start and b.end <= at), None)  # the block that ended the turn
+        turns.append(dict(span=(pos, cb.start if cb else at), code=(cb.start, cb.end) if cb else None, call=c, placed=placed))
+        pos = at + len(out) if placed else at
+    turns.append(dict(span=(pos, len(text)), code=None, call=None, placed=False))
+    return turns
+
+def _marked(text: str, a: int, b: int, boxes: Sequence) -> str:
+    "text[a:b] escaped, its boxed answers wrapped in <mark class=\"boxed\">."
+    out, pos = [], a
+    for x in boxes:
+        if a <= x.start and x.end <= b and x.start >= pos:
+            out += [esc(text[pos:x.start]), f'<mark class="boxed" data-value="{esc(x.value)}">{esc(text[x.start:x.end])}</mark>']
+            pos = x.end
+    return ''.join(out) + esc(text[pos:b])
+
+def _turn_call(c, placed: bool) -> str:
+    "The tool call that ends a turn: its code, the output block shown to the model, status, seconds, restart, sandbox."
+    restarted = c.restarted is True
+    head = (f'tool call {esc(c.call)} at {_fmt_t(c.t)} &middot; token {esc(c.tokens)}: <b class="code-status">{esc(c.status)}</b>'
+            + (f' &rarr; <span class="code-value">{esc(c.value)}</span>' if c.value is not None else '')
+            + (f' ({c.seconds:.2f}s)' if isinstance(c.seconds, (int, float)) and not isinstance(c.seconds, bool) else '')
+            + (' <span class="restarted">session restarted: earlier state lost</span>' if restarted else '')
+            + _isolation(c.isolation)
+            + ('' if placed else ' <span class="unplaced">(output block not found at its offset in the text)</span>'))
+    return (f'<div class="turn-call" data-call="{esc(c.call)}" data-status="{esc(c.status)}" '
+            f'data-restarted="{"true" if restarted else "false"}" data-isolation="{esc(c.isolation)}">'
+            f'<div class="tool-head">{head}</div><pre class="code">{esc(c.code)}</pre>'
+            f'<div class="label">output shown to the model</div><pre class="tool-output">{esc(c.output)}</pre></div>')
+
+def turns_html(text: str, calls: Sequence) -> str:
+    "A TIR sample's text as its turns: reasoning (answers marked), then the call's code and the output it was shown."
+    boxes = [e for e in AnswerParser().feed(text) if isinstance(e, BoxedAnswer)]
+    items = []
+    for k, tn in enumerate(tir_turns(text, calls)):
+        a, b = tn['span']
+        answered = any(a <= x.start and x.end <= b for x in boxes)
+        body = f'<pre class="text reasoning">{_marked(text, a, b, boxes)}</pre>' if b > a else ''
+        if tn['call'] is not None: body += _turn_call(tn['call'], tn['placed'])
+        items.append(f'<li class="turn{" answered" if answered else ""}" data-turn="{k}">{body}</li>')
+    return (f'<details class="sample-text tir"><summary>text ({len(text)} characters) in {len(items)} turns, '
+            f'{len(calls)} tool calls</summary><ol class="turns">{"".join(items)}</ol></details>')
 
 # %% ../nbs/14_viewer.ipynb #b2bcc513
 def lane_html(L: dict, t_max: float, tok_max: int, gold: int | None, qstop_t: float | None) -> str:
@@ -130,6 +197,10 @@ def lane_html(L: dict, t_max: float, tok_max: int, gold: int | None, qstop_t: fl
                          f'data-tokens="{esc(e.tokens)}">{_fmt_t(e.t)} &middot; token {esc(e.tokens)}: {esc(e.source)} answer '
                          f'<b>{esc(e.value)}</b></li>')
         elif e.kind == 'code_start': items.append(_code_run(e, dones.get(e.block)))
+        elif e.kind == 'tool_call':
+            items.append(f'<li class="tool-call" data-call="{esc(e.call)}" data-status="{esc(e.status)}">{_fmt_t(e.t)} &middot; '
+                         f'token {esc(e.tokens)}: tool call {esc(e.call)}: <b class="code-status">{esc(e.status)}</b>'
+                         + (' (session restarted)' if e.restarted is True else '') + '</li>')
         elif e.kind == 'sample_stop':
             items.append(f'<li class="stop">{_fmt_t(e.t)} &middot; token {esc(e.tokens)}: stopped: '
                          f'<span class="stop-reason">{esc(e.reason)}</span></li>')
@@ -140,8 +211,7 @@ def lane_html(L: dict, t_max: float, tok_max: int, gold: int | None, qstop_t: fl
         after = f", {esc(end.tokens_after_stop)} after the stop" if end.tokens_after_stop else ''
         err = f' <span class="lane-error">{esc(end.error)}</span>' if end.error else ''
         items.append(f'<li class="end">{_fmt_t(end.t)}: ended <b>{esc(finish)}</b> at {esc(end.tokens)} tokens{after}{err}</li>')
-    vote_v = next((e.value for e in reversed(answers) if e.source == 'code'), None)
-    if vote_v is None and answers: vote_v = answers[-1].value
+    vote_v = _lane_vote(L)
     head = (f'<div class="lane-head"><span class="sample-id">#{esc(L["sample"])}</span> <span class="kind">{esc(L["kind"])}</span> '
             f'<span class="tokens">{esc(end.tokens if end else L["curve"][-1][1])} tokens</span> '
             f'<span class="finish">{esc(finish)}</span>'
@@ -176,6 +246,10 @@ border-radius:4px;font:12px/1.35 ui-monospace,SFMono-Regular,Menlo,monospace;mar
 .spark text{font:10px system-ui,sans-serif;fill:#57606a}.sstop-line{stroke:#d93025;stroke-width:2}
 .run-index{border-collapse:collapse;font:13px system-ui,sans-serif;margin:8px auto 24px}.run-index td,.run-index th{border:1px solid #ddd;
 padding:3px 8px}.run-index tr.wrong td.ans{color:#b3261e}.run-index tr.correct td.ans{color:#137333}
+.lane[data-kind=tir]{border-left-color:#2ca02c}.mark-tool{fill:#2ca02c}.turns{margin:4px 0;padding-left:22px}
+.turn{margin:4px 0}.turn-call{border-left:3px solid #2ca02c;padding-left:8px;margin:4px 0}.tool-head{font-size:12px}
+.tool-output{background:#eef7ee}mark.boxed{background:#d7f5dd;font-weight:700}.turn.answered{list-style-type:disc}
+.restarted,.unplaced{color:#8a4b00}.isolation{font-size:11px;color:#57606a}.isolation[data-isolation=guard]{color:#b3261e;font-weight:700}
 body{margin:16px}h1{font:600 20px system-ui,sans-serif;text-align:center}
 """
 
@@ -224,10 +298,10 @@ def trace_html(trace: Sequence, style: bool = True) -> str:
     return '\n'.join(h)
 
 def _lane_vote(L: dict) -> int | None:
-    "What the lane's sample voted for: its last code answer, else its last answer."
+    "What the lane's sample voted for: its last code answer (a TIR sample: its last boxed one), else its last answer."
     ans = [e for e in L['events'] if e.kind == 'answer']
-    code = [e.value for e in ans if e.source == 'code']
-    return code[-1] if code else (ans[-1].value if ans else None)
+    first = [e.value for e in ans if (e.source != 'code') == (L['kind'] == 'tir')]
+    return first[-1] if first else (ans[-1].value if ans else None)
 
 # %% ../nbs/14_viewer.ipynb #01c62c40
 def _results(run_dir: Path) -> dict[str, dict]:

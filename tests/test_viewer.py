@@ -94,3 +94,68 @@ def test_widget_switches_runs_and_questions(tmp_path):
     v.run.value = str(tmp_path / 'b')
     assert v.question.options and 'class="lane"' in v.html.value
     with pytest.raises(FileNotFoundError): TraceViewer(tmp_path / 'nothing')
+
+# A TIR sample: turns of reasoning, code run, the output block shown to the model; where it answered.
+O1, O2 = '\n```output\n42\n```\n', '\n```output\nNameError: y\n```\n'
+TURNS = ['I compute it. ' + HOSTILE + '\n```python\nx = 6*7\nprint(x)\n```', 'Now y.\n```python\nprint(y)\n```',
+         'The state was lost; 42 stands. \\boxed{42}']
+
+def tir_events(ats=None, text=None, payload: str = '') -> list:
+    "One TIR question made from the trace event classes: sample 0 calls twice and answers, sample 1 is CoT."
+    full = TURNS[0] + O1 + TURNS[1] + O2 + TURNS[2]
+    at = ats or [len(TURNS[0]), len(TURNS[0] + O1 + TURNS[1])]
+    return [T.QuestionStart('tir', 0.0, question='q', speed=3, samples=2, limit_s=60, avg_s_left=300, gold=42, kinds=['tir', 'cot']),
+            T.ToolCall('tir', 1.0, 0, 0, 'x = 6*7\nprint(x)' + payload, O1, 0.02, 'ok', 42, 20, at[0], False, 'uid' + payload),
+            T.ToolCall('tir', 2.0, 0, 1, 'print(y)', O2, 0.01, 'error' + payload, None, 35, at[1], True, 'guard'),
+            T.Answer('tir', 3.0, 0, 'boxed', 42, '42', 50),
+            T.SampleEnd('tir', 3.5, 0, 'stop', 52, text=full if text is None else text),
+            T.SampleEnd('tir', 3.6, 1, 'stop', 40, text='\\boxed{41}'), T.QuestionEnd('tir', 4.0, 42, 'all_done', 92)]
+
+def text_of(tags_html: str) -> str:
+    "The text content of an HTML fragment (entities decoded)."
+    class P(HTMLParser):
+        def __init__(self): super().__init__(); self.parts = []
+        def handle_data(self, d): self.parts.append(d)
+    p = P(); p.feed(tags_html); p.close(); return ''.join(p.parts)
+
+def test_tir_sample_shows_its_turns_in_order():
+    page = trace_html(tir_events())
+    lane = page[page.index('data-sample="0"'):page.index('data-sample="1"')]
+    tags = parse(lane)
+    assert [a['data-turn'] for t, a in tags if t == 'li' and 'turn' in a.get('class', '').split()] == ['0', '1', '2']
+    calls = [a for t, a in tags if 'turn-call' in a.get('class', '').split()]
+    assert [(a['data-call'], a['data-status'], a['data-restarted'], a['data-isolation']) for a in calls] == \
+        [('0', 'ok', 'false', 'uid'), ('1', 'error', 'true', 'guard')]
+    # reasoning, code, output shown, in the order of the text, the answer marked in the last turn
+    txt = text_of(lane[lane.index('<ol class="turns">'):])
+    order = [txt.index(s) for s in ('I compute it.', 'x = 6*7', '```output\n42', 'Now y.', 'print(y)', 'NameError: y',
+                                    'The state was lost', '\\boxed{42}')]
+    assert order == sorted(order)
+    assert '<li class="turn answered" data-turn="2">' in lane and '<mark class="boxed" data-value="42">\\boxed{42}</mark>' in lane
+    assert 'session restarted' in lane and 'sandbox guard' in lane
+    assert [a['data-call'] for t, a in tags if t == 'li' and 'tool-call' in a.get('class', '').split()] == ['0', '1']
+    assert 'votes <b>42</b>' in lane  # a TIR sample votes with its boxed answer
+
+def test_tir_hostile_text_and_offsets_stay_inert(tmp_path):
+    for ats, text in [(None, None), ([10**9, -7], None), ([60, 3], None), ([5, 5], ''), (None, HOSTILE * 3)]:
+        page = trace_html(tir_events(ats, text, payload=HOSTILE))
+        tags = parse(page)
+        assert not [t for t, a in tags if t in ('script', 'img', 'a', 'iframe', 'object')]
+        assert not [k for t, a in tags for k in a if k.startswith('on')]
+        assert page.count('<details') == page.count('</details>') and page.count('<pre') == page.count('</pre>')
+        assert page.count('<li class="turn') == 3
+    # the same events through a file: a crafted offset of the wrong type is refused by the reader, the rest render
+    p = tmp_path / 'traces.jsonl'
+    lines = [T.to_json(e) for e in tir_events(payload=HOSTILE)]
+    lines[1] = lines[1].replace(f'"at":{len(TURNS[0])}', '"at":"<img src=x onerror=alert(1)>"')
+    p.write_text('\n'.join(lines) + '\n')
+    evs = T.read_events(p)
+    assert [e.call for e in evs if e.kind == 'tool_call'] == [1]
+    page = run_html(tmp_path)
+    assert not [t for t, a in parse(page) if t in ('script', 'img')] and page.count('<li class="turn') == 2
+
+def test_code_runs_show_their_isolation():
+    evs = next(iter(fixture_questions().values()))
+    done = next(e for e in evs if e.kind == 'code_done')
+    page = trace_html([dataclasses.replace(e, isolation='namespace') if e is done else e for e in evs])
+    assert page.count('data-isolation="namespace"') == 1
