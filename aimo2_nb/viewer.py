@@ -11,8 +11,8 @@ from . import trace as T
 from .answers import AnswerParser, BoxedAnswer, CodeBlock
 
 # %% auto #0
-__all__ = ['CSS', 'esc', 'lanes', 'spark', 'tir_turns', 'turns_html', 'lane_html', 'trace_html', 'run_score', 'run_html',
-           'export_html', 'TraceViewer']
+__all__ = ['CSS', 'CSP', 'FRAME_STYLE', 'esc', 'lanes', 'spark', 'tir_turns', 'turns_html', 'lane_html', 'trace_html',
+           'run_score', 'page_html', 'run_html', 'export_html', 'framed', 'TraceViewer']
 
 # %% ../nbs/14_viewer.ipynb #6422885c
 def esc(x: Any) -> str:
@@ -128,7 +128,7 @@ def _sample_text(L: dict) -> str:
     return (f'<details class="sample-text"><summary>text ({len(text)} characters)</summary>'
             f'<pre class="text">{inner}</pre></details>')
 
-# %% ../nbs/14_viewer.ipynb
+# %% ../nbs/14_viewer.ipynb #7fc2a0b2
 def tir_turns(text: str, calls: Sequence) -> list[dict]:
     "A TIR sample's text split at its tool calls' `at` offsets: per turn its reasoning span, code span and call."
     evs = AnswerParser().feed(text)
@@ -187,7 +187,6 @@ def lane_html(L: dict, t_max: float, tok_max: int, gold: int | None, qstop_t: fl
     end, stop = L['end'], L['stop']
     finish = end.finish if end else 'unfinished'
     why = stop.reason if stop else (f"question stop: {L['cut_by']}" if L['cut_by'] else None)
-    answers = [e for e in L['events'] if e.kind == 'answer']
     dones = {e.block: e for e in L['events'] if e.kind == 'code_done'}
     items = []
     for e in L['events']:
@@ -323,6 +322,14 @@ def run_score(rows: Sequence[str]) -> str:
     if not graded: return ungraded
     return f"{ok}/{graded} correct" + (f", {ungraded}" if n else '')
 
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"  # no script, nothing from the network
+
+def page_html(title: str, body: str) -> str:
+    "A self-contained HTML document: the CSP, the viewer's CSS, the escaped `title` and `body` (HTML)."
+    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+            f'<title>{esc(title)}</title><style>{CSS}</style></head><body>{body}</body></html>\n')
+
 def run_html(run_dir: str | Path) -> str:
     "A static HTML page of a run folder: a question index and every question's trace."
     tp = T.find_trace(run_dir)  # any run folder (eval, solve, the submission) or a trace file
@@ -341,13 +348,9 @@ def run_html(run_dir: str | Path) -> str:
                     f'<td>{esc(end.reason if end else "")}</td><td>{_fmt_t(end.t if end else None)}</td>'
                     f'<td>{esc(end.tokens if end else "")}</td></tr>')
     title = d.resolve().name
-    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; style-src \'unsafe-inline\'; img-src data:">'
-            f'<title>{esc(title)}</title><style>{CSS}</style></head><body>'
-            f'<h1>{esc(title)}: {run_score(rows)}</h1>'
-            '<table class="run-index"><tr><th>question</th><th>answer</th><th>gold</th><th>stop</th><th>time</th><th>tokens</th></tr>'
-            + ''.join(rows) + '</table>\n'
-            + '\n'.join(trace_html(evs, style=False) for evs in qs.values()) + '</body></html>\n')
+    return page_html(title, f'<h1>{esc(title)}: {run_score(rows)}</h1>'
+                     '<table class="run-index"><tr><th>question</th><th>answer</th><th>gold</th><th>stop</th><th>time</th><th>tokens</th></tr>'
+                     + ''.join(rows) + '</table>\n' + '\n'.join(trace_html(evs, style=False) for evs in qs.values()))
 
 def export_html(run_dir: str | Path, path: str | Path) -> Path:
     "Write the static page of a run folder to `path`."
@@ -365,6 +368,14 @@ def _run_dirs(runs) -> list[Path]:
         elif r.is_dir(): out += sorted(p for p in r.iterdir() if p.is_dir() and T.is_run(p))
     return out
 
+FRAME_STYLE = 'width:100%;height:80vh;min-height:420px;border:1px solid #d0d7de;border-radius:6px;background:#fff'
+
+def framed(page: str, qid: str | None = None) -> str:
+    "Document `page` in a sandboxed iframe (no scripts, an opaque origin): what the widget puts into the notebook."
+    q = html.escape(str(qid or ''), quote=True)  # html.escape itself: this wall must not lean on `esc`
+    return (f'<iframe class="aimo2-frame" sandbox="" data-qid="{q}" title="trace of question {q}" style="{FRAME_STYLE}" '
+            f'srcdoc="{html.escape(page, quote=True)}"></iframe>')
+
 class TraceViewer:
     "Pick a run and a question; see its trace."
     def __init__(self, runs: str | Path | Sequence = '.'):
@@ -374,7 +385,8 @@ class TraceViewer:
         self.events: dict[str, list] = {}
         self.run = W.Dropdown(options=[(p.name, str(p)) for p in self.runs], description='run')
         self.question = W.Dropdown(options=[], description='question')
-        self.html = W.HTML()
+        self.html = W.HTML(layout=W.Layout(width='100%'))
+        self.page = ''  # the document the frame shows
         self.widget = W.VBox([W.HBox([self.run, self.question]), self.html])
         self.run.observe(lambda ch: self.load(ch['new']), names='value')
         self.question.observe(lambda ch: self.show(ch['new']), names='value')
@@ -387,9 +399,14 @@ class TraceViewer:
         self.question.value = next(iter(self.events), None)
         self.show(self.question.value)
 
+    def render(self, evs: Sequence) -> str:
+        "The page of one question's events."
+        return page_html(f"question {evs[0].qid if evs else ''}", trace_html(evs, style=False))
+
     def show(self, qid: str | None) -> None:
-        "Render question `qid` of the current run."
-        self.html.value = trace_html(self.events[qid]) if qid in self.events else ''
+        "Render question `qid` of the current run, in a sandboxed frame."
+        self.page = self.render(self.events[qid]) if qid in self.events else ''
+        self.html.value = framed(self.page, qid) if self.page else ''
 
     def _ipython_display_(self):
         from IPython.display import display

@@ -92,7 +92,7 @@ def test_widget_switches_runs_and_questions(tmp_path):
     v.question.value = q
     assert f'data-qid="{q}"' in v.html.value
     v.run.value = str(tmp_path / 'b')
-    assert v.question.options and 'class="lane"' in v.html.value
+    assert v.question.options and 'class="lane"' in v.page and 'class="lane"' not in v.html.value  # the page is in the frame
     with pytest.raises(FileNotFoundError): TraceViewer(tmp_path / 'nothing')
 
 # A TIR sample: turns of reasoning, code run, the output block shown to the model; where it answered.
@@ -159,3 +159,23 @@ def test_code_runs_show_their_isolation():
     done = next(e for e in evs if e.kind == 'code_done')
     page = trace_html([dataclasses.replace(e, isolation='namespace') if e is done else e for e in evs])
     assert page.count('data-isolation="namespace"') == 1
+
+def test_widget_frames_the_page(tmp_path):
+    "The widget's HTML is one sandboxed frame whose document carries the exported page's CSP; nothing else."
+    import html, shutil
+    run = tmp_path / 'run'; shutil.copytree(FIXTURE, run)
+    bad = [dataclasses.replace(e, qid='hostile') for e in next(iter(fixture_questions().values()))]
+    tw = T.TraceWriter(run / 'traces.jsonl')
+    for e in bad: tw.add(dataclasses.replace(e, text=HOSTILE) if e.kind == 'sample_end' else e)
+    v = TraceViewer(run)
+    v.question.value = 'hostile'
+    tags = parse(v.html.value)
+    assert [t for t, a in tags] == ['iframe']
+    frame = tags[0][1]
+    assert frame['sandbox'] == '' and frame['data-qid'] == 'hostile' and not [k for k in frame if k.startswith('allow')]
+    assert frame['srcdoc'] == v.page and html.unescape(v.html.value).count('<script>') == 0
+    inner = parse(frame['srcdoc'])
+    csp = [a for t, a in inner if t == 'meta' and a.get('http-equiv') == 'Content-Security-Policy']
+    assert len(csp) == 1 and "default-src 'none'" in csp[0]['content'] and 'script-src' not in csp[0]['content']
+    assert not [t for t, a in inner if t in ('script', 'img', 'a', 'iframe')]
+    assert '&lt;script&gt;window.pwned=1&lt;/script&gt;' in v.page

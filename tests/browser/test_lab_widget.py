@@ -1,10 +1,11 @@
 """The trace viewer widget where users open it: a real JupyterLab server on loopback, a notebook that shows
-`TraceViewer`, headless Debian chromium driven by Playwright. The widget renders a question, switches questions and
-expands a sample, with nothing loaded from the network.
+`TraceViewer`, headless Debian chromium driven by Playwright. The widget renders a question (inside its sandboxed
+frame), switches questions and expands a sample, with nothing loaded from the network; a trace's script payload does
+not run even when escaping is broken on purpose (a second cell).
 
 Skipped only when chromium, Playwright or JupyterLab is missing outside CI; with CI=true a missing one fails the test."""
 from __future__ import annotations
-import json, os, shutil, signal, socket, subprocess, sys, time, urllib.request
+import dataclasses, json, os, shutil, signal, socket, subprocess, sys, time, urllib.request
 from pathlib import Path
 import pytest
 from aimo2_nb import trace as T
@@ -16,6 +17,16 @@ IN_CI = os.environ.get('CI', '').lower() in ('1', 'true', 'yes')
 ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
         '--disable-component-update', '--disable-sync']
 TOKEN = 'aimo2-lab-test'
+HOSTILE = ('<script>window.pwned=1;document.body.dataset.pwned="script"</script>'
+           '<img src=x onerror="window.pwned=2;document.body.dataset.pwned=\'img\'">')
+UNESCAPED = '''import aimo2_nb.viewer as V
+class Unescaped(V.TraceViewer):
+    "The viewer with an escaping bug, on purpose: only its frame (sandbox, CSP) stands between a payload and the page."
+    def render(self, evs):
+        real, V.esc = V.esc, lambda x: '' if x is None else str(x)
+        try: return super().render(evs)
+        finally: V.esc = real
+Unescaped('hostile_runs')'''
 WAIT_MS = 60_000  # generous: a kernel starts slowly on a loaded 2-core machine (a wait, not a speed claim)
 
 def _need(what: str, ok: bool, hint: str):
@@ -32,12 +43,22 @@ def _free_port() -> int:
         s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 def viewer_notebook(runs: str) -> dict:
-    "A notebook of one cell that opens the viewer on the run folders in `runs`, with a kernelspec (no kernel dialog)."
+    "A notebook that opens the viewer on the run folders in `runs`, then the unescaping one on `hostile_runs`."
     src = f"from aimo2_nb.viewer import TraceViewer\nTraceViewer({runs!r})"
-    return {'cells': [{'cell_type': 'code', 'execution_count': None, 'id': 'viewer', 'metadata': {}, 'outputs': [],
-                       'source': src}],
+    cell = lambda id, src: {'cell_type': 'code', 'execution_count': None, 'id': id, 'metadata': {}, 'outputs': [], 'source': src}
+    return {'cells': [cell('viewer', src), cell('hostile', UNESCAPED)],
             'metadata': {'kernelspec': {'display_name': 'Python 3', 'language': 'python', 'name': 'python3'}},
             'nbformat': 4, 'nbformat_minor': 5}
+
+def write_hostile_run(d: Path):
+    "A run folder of one question (the fixture's first, as 'hostile') with the payload in its question and texts."
+    evs = next(iter(fixture_questions().values()))
+    w = T.TraceWriter(d / 'traces.jsonl')
+    for e in evs:
+        e = dataclasses.replace(e, qid='hostile')
+        if e.kind == 'question_start': e = dataclasses.replace(e, question=HOSTILE)
+        if e.kind == 'sample_end': e = dataclasses.replace(e, text=HOSTILE + e.text)
+        w.add(e)
 
 @pytest.fixture(scope='module')
 def lab(tmp_path_factory):
@@ -49,6 +70,7 @@ def lab(tmp_path_factory):
     d = tmp_path_factory.mktemp('lab')
     work, home = d / 'work', d / 'home'
     shutil.copytree(FIXTURE, work / 'runs' / 'fixture')
+    write_hostile_run(work / 'hostile_runs' / 'hostile')
     (work / 'viewer.ipynb').write_text(json.dumps(viewer_notebook('runs')))
     env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]).rstrip(os.pathsep),
            'JUPYTER_CONFIG_DIR': str(home / 'config'), 'JUPYTER_DATA_DIR': str(home / 'data'),
@@ -103,7 +125,7 @@ def widget(lab, tmp_path_factory):
             pg.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').wait_for()  # the kernel is up
             run_all(pg)
             out = pg.locator('.jp-Notebook .jp-OutputArea-output').first
-            out.locator('.aimo2-trace.question').wait_for()
+            frame(out).locator('.aimo2-trace.question').wait_for()
             yield pg, out, requests
         except Exception:
             shot = Path(os.environ.get('AIMO2_SCREENSHOT_DIR', log.parent)) / 'lab_widget_failure.png'
@@ -127,6 +149,10 @@ def run_all(pg, tries: int = 5):
 def fixture_questions() -> dict[str, list]:
     return T.by_question(T.read_events(FIXTURE / 'traces.jsonl'))
 
+def frame(out):
+    "The widget's sandboxed frame, where the question's page is."
+    return out.frame_locator('iframe.aimo2-frame')
+
 def question_select(out):
     return out.locator('.widget-dropdown', has=out.page.locator('label', has_text='question')).locator('select')
 
@@ -136,7 +162,8 @@ def test_renders_a_question(widget):
     sel = question_select(out)
     assert sel.locator('option').evaluate_all('os => os.map(o => o.textContent)') == list(qs)
     qid = sel.input_value()
-    sec = out.locator('.aimo2-trace.question')
+    assert out.locator('iframe.aimo2-frame').get_attribute('sandbox') == ''  # scripts off, an origin of its own
+    sec = frame(out).locator('.aimo2-trace.question')
     assert sec.count() == 1 and sec.get_attribute('data-qid') == qid == list(qs)[0]
     start = next(e for e in qs[qid] if e.kind == 'question_start')
     assert sec.locator('.lane').count() == len(start.kinds)
@@ -149,8 +176,8 @@ def test_switches_questions(widget):
     qs = fixture_questions()
     qid = list(qs)[-1]
     question_select(out).select_option(label=qid)
-    out.locator(f'.aimo2-trace.question[data-qid="{qid}"]').wait_for()
-    sec = out.locator('.aimo2-trace.question')
+    frame(out).locator(f'.aimo2-trace.question[data-qid="{qid}"]').wait_for()
+    sec = frame(out).locator('.aimo2-trace.question')
     assert sec.count() == 1
     start = next(e for e in qs[qid] if e.kind == 'question_start')
     assert sec.locator('.lane').count() == len(start.kinds)
@@ -160,7 +187,7 @@ def test_expands_a_sample(widget):
     qs = fixture_questions()
     qid = list(qs)[1]
     question_select(out).select_option(label=qid)
-    sec = out.locator(f'.aimo2-trace.question[data-qid="{qid}"]')
+    sec = frame(out).locator(f'.aimo2-trace.question[data-qid="{qid}"]')
     sec.wait_for()
     end = next(e for e in qs[qid] if e.kind == 'sample_end' and e.text.strip())
     lane = sec.locator(f'.lane[data-sample="{end.sample}"]')
@@ -169,6 +196,17 @@ def test_expands_a_sample(widget):
     lane.locator('details.sample-text > summary').click()
     text.wait_for(state='visible')
     assert text.inner_text().strip()[:200] == end.text.strip()[:200]
+
+def test_payload_in_a_trace_does_not_run(widget):
+    "Escaping broken on purpose (the second cell): the payload is live markup in the frame, and still nothing runs."
+    pg, _, _ = widget
+    out = pg.locator('.jp-Notebook .jp-Cell').nth(1).locator('.jp-OutputArea-output').first
+    frame(out).locator('.aimo2-trace.question[data-qid="hostile"]').wait_for(state='attached')
+    assert frame(out).locator('img[onerror]').count() >= 2 and frame(out).locator('script').count() >= 2  # the bug is real
+    doc = out.locator('iframe.aimo2-frame').element_handle().content_frame()
+    doc.wait_for_function('() => [...document.images].every(i => i.complete)')  # every image's error event has fired
+    assert doc.evaluate('() => [window.pwned, document.body.dataset.pwned]') == [None, None]
+    assert pg.evaluate('() => [window.pwned, document.body.dataset.pwned]') == [None, None]
 
 def test_nothing_from_the_network(widget):
     _, _, requests = widget
