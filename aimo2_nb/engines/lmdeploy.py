@@ -4,8 +4,8 @@
 
 # %% ../../nbs/12_engine_lmdeploy.ipynb #fe98debf
 from __future__ import annotations
-import dataclasses, enum, logging, os, queue, threading, time
-from dataclasses import dataclass
+import dataclasses, enum, json, logging, os, queue, threading, time
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Literal, Sequence, get_args
 from ..core import Clock, ConfigError, RealClock, check, check_choice, check_range, patch
 from ..config import SamplingConfig, from_dict
@@ -15,7 +15,7 @@ from .base import Chunk, SampleRequest, SampleState, ThreadedStream
 __all__ = ['Backend', 'ModelFormat', 'ExecutorBackend', 'QuantPolicy', 'LmdeployConfig', 'settings_config', 'backend_kwargs',
            'backend_config', 'generation_kwargs', 'sampled_logprobs', 'generation_config', 'chat_messages',
            'running_backend', 'TurbomindProbe', 'probe_turbomind', 'resolve_backend', 'safer_config', 'config_settings',
-           'open_pipeline', 'LmdeployEngine']
+           'TurnTokens', 'turn_seed', 'open_pipeline', 'LmdeployEngine']
 
 # %% ../../nbs/12_engine_lmdeploy.ipynb #440b54f8
 class QuantPolicy(enum.IntEnum):
@@ -184,69 +184,149 @@ def config_settings(cfg: LmdeployConfig) -> dict:
     d = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
     return {'kind': 'lmdeploy', **d, 'quant_policy': int(cfg.quant_policy)}
 
+# %% ../../nbs/12_engine_lmdeploy.ipynb #788aa54f
+@dataclass
+class _Run:
+    "A stretch of a sample's context: token ids, their text, and (tokens, chars) checkpoints where both agree."
+    ids: list = field(default_factory=list)
+    parts: list = field(default_factory=list)  # the text, in the pieces it came in (joined when needed)
+    n: int = 0  # characters so far
+    marks: list = field(default_factory=lambda: [(0, 0)])
+
+    @property
+    def text(self) -> str: return ''.join(self.parts)
+
+class TurnTokens:
+    "A sample's assistant text as the token ids the engine saw: generated runs with checkpoints, encoded runs between them."
+    def __init__(self): self.runs, self.appended = [_Run()], 0  # appended: ids encoded by the last resume
+
+    @property
+    def text(self) -> str: return ''.join(r.text for r in self.runs)
+    @property
+    def chars(self) -> int: return sum(r.n for r in self.runs)
+    @property
+    def ids(self) -> list: return [i for r in self.runs for i in r.ids]
+
+    def add(self, ids: Sequence[int], text: str) -> None:
+        "One response of the running turn: its new token ids and the text forwarded with them."
+        r = self.runs[-1]
+        r.ids.extend(ids)
+        if text: r.parts.append(text); r.n += len(text); r.marks.append((len(r.ids), r.n))
+
+    def resume(self, keep: int, text: str, encode: Callable[[str], Sequence[int]]) -> list:
+        "Keep the first `keep` characters, append `text`; the context ids after the prompt (a new turn starts)."
+        check(isinstance(keep, int) and 0 <= keep <= self.chars, 'resume keep', f'0..{self.chars} characters', keep)
+        runs, c0, rest = [], 0, ''
+        for r in self.runs:
+            if c0 + r.n < keep: runs.append(r); c0 += r.n; continue
+            t, c = max(m for m in r.marks if m[1] <= keep - c0)  # the last checkpoint at or before `keep`
+            s = r.text
+            rest = s[c:keep - c0]
+            runs.append(_Run(r.ids[:t], [s[:c]] if c else [], c, [m for m in r.marks if m <= (t, c)]))
+            break
+        new, self.appended = rest + text, 0
+        if new:
+            ids = list(encode(new))
+            self.appended = len(ids)
+            runs.append(_Run(ids, [new], len(new), [(0, 0), (len(ids), len(new))]))
+        self.runs = runs + [_Run()]
+        return self.ids
+
+def turn_seed(seed: int, turn: int) -> int:
+    "The random seed of a sample's turn: its own seed first, then one more per turn (31 bits, as `SampleQueue`)."
+    return (seed + turn) & 0x7FFFFFFF
+
 # %% ../../nbs/12_engine_lmdeploy.ipynb #1ed89e14
 @dataclass
 class _Slot:
-    "One sample's slot in a `stream_infer` call: its session, state, tokens and abort bookkeeping."
+    "One sample's slot in a question: its session, state, tokens, turns and abort bookkeeping."
     index: int  # the solver's sample index
-    session: Any  # its lmdeploy `Session`
-    state: SampleState = 'queued'  # 'queued' (no output yet) -> 'running' -> 'done'
-    tokens: int = 0  # cumulative generated tokens seen
+    session: Any  # the lmdeploy `Session` of its current turn
+    state: SampleState = 'queued'  # 'queued' (no output yet in this turn) -> 'running' -> 'done'
+    tokens: int = 0  # cumulative generated tokens seen, over all turns
     abort_t: float | None = None  # when abort was asked (engine clock)
     abort_tokens: int = 0  # tokens seen when abort was asked
     dropped: bool = False  # its 'abort' was reported early; later output is not forwarded
-    reabort_t: float = 0.0  # when abort was last sent
+    reabort_t: float = 0.0  # when abort (or the pause's abort) was last sent
+    turn: int = 0  # turns started - 1
+    base: int = 0  # tokens of the turns before the current one
+    paused: bool = False  # paused at a tool call: nothing is forwarded until its next turn starts
+    drained: bool = False  # the paused turn's stream has ended
+    pending: tuple | None = None  # (keep, text, asked at) of a resume waiting for the paused turn to drain
+    launching: bool = False  # its continuation is being started
+    pause_t: float = 0.0  # when the pause was asked
+    pause_tokens: int = 0  # tokens seen at the pause
+    words: TurnTokens = field(default_factory=TurnTokens)  # its context as token ids (kept for pause/resume)
 
 class _InferCall:
-    "The samples of one `start` call: one `stream_infer` over all of them."
-    def __init__(self, requests: Sequence[SampleRequest], sessions: Sequence[Any]):
+    "The samples of one `start` call: one `stream_infer` over all of them, then a request per continued turn."
+    def __init__(self, requests: Sequence[SampleRequest], sessions: Sequence[Any], prompts: Sequence[Any] = ()):
         self.samples = [_Slot(r.index, s) for r, s in zip(requests, sessions)]
+        self.first_sessions = list(sessions)
         self.by_index = {s.index: s for s in self.samples}
         check(len(self.by_index) == len(self.samples), 'requests', 'distinct sample indices', [r.index for r in requests])
-        self.lock = threading.Lock()
+        self.requests = {r.index: r for r in requests}
+        self.prompts = dict(zip((r.index for r in requests), prompts))  # the chat list of each sample's first turn
+        self.prompt_ids: dict[str, list] = {}  # lmdeploy's prompt ids, once per distinct prompt
+        self.lock = threading.RLock()  # chunks are put on the stream under it: pause, abort and the stream's end are ordered
         self.stream: ThreadedStream | None = None
+        self.started = threading.Event()  # `stream` is set
+
+    def all_done(self) -> bool:
+        with self.lock: return all(s.state == 'done' for s in self.samples)
 
 # %% ../../nbs/12_engine_lmdeploy.ipynb #a3230265
 _FINISH = ('stop', 'length', 'abort', 'error')
 
 @patch
-def on_response(self: _InferCall, r: Any, now: float, reabort_s: float = 0.5) -> tuple[Chunk | None, bool, dict | None]:
-    "Convert one lmdeploy `Response`: (chunk for the solver or None, abort again?, abort record or None)."
-    pos = getattr(r, 'index', None)
-    if not isinstance(pos, int) or not 0 <= pos < len(self.samples): return None, False, None
+def on_turn(self: _InferCall, s: _Slot, turn: int, r: Any, now: float, reabort_s: float = 0.5) -> tuple[Chunk | None, bool, dict | None]:
+    "Convert one `Response` of turn `turn` of sample `s`: (chunk for the solver or None, abort again?, abort record or None)."
     fin = getattr(r, 'finish_reason', None)
     if fin is not None and fin not in _FINISH: fin = 'error'
     with self.lock:
-        s = self.samples[pos]
+        if turn != s.turn: return None, False, None  # an older turn (never expected: a turn starts after the last drained)
         if s.state == 'done' and not s.dropped: return None, False, None  # nothing follows a finish
         n = getattr(r, 'generate_token_len', None)
-        if isinstance(n, int) and n > s.tokens: s.tokens = n
+        if isinstance(n, int) and s.base + n > s.tokens: s.tokens = s.base + n
         again, record = False, None
-        if s.abort_t is not None:
-            if fin is None and now - s.reabort_t >= reabort_s: s.reabort_t, again = now, True
-            if fin is not None:
-                record = dict(index=s.index, finish=fin, tokens_at_abort=s.abort_tokens, tokens=s.tokens,
-                              tokens_after=s.tokens - s.abort_tokens, seconds=round(now - s.abort_t, 4), early=s.dropped)
+        if (s.abort_t is not None or s.paused) and fin is None and now - s.reabort_t >= reabort_s: s.reabort_t, again = now, True
+        if s.abort_t is not None and fin is not None:
+            record = dict(index=s.index, finish=fin, tokens_at_abort=s.abort_tokens, tokens=s.tokens,
+                          tokens_after=s.tokens - s.abort_tokens, seconds=round(now - s.abort_t, 4), early=s.dropped)
         if s.dropped:
             if fin is not None: s.dropped = False  # its real end: forget it
             return None, again, record
+        if s.paused:
+            if fin is not None: s.drained = True  # the paused turn ended (abort, or stop/length before the abort landed)
+            return None, again, None
         s.state = 'running' if fin is None else 'done'
+        text = getattr(r, 'text', '') or ''
+        s.words.add(getattr(r, 'token_ids', None) or (), text)
         err = None
         if fin == 'error':
             err = f"lmdeploy error {getattr(r, 'error_code', None)}: {getattr(r, 'error_message', None) or 'no message'}"
-        return Chunk(s.index, getattr(r, 'text', '') or '', s.tokens, fin, err, sampled_logprobs(r)), again, record
+        return Chunk(s.index, text, s.tokens, fin, err, sampled_logprobs(r)), again, record
+
+@patch
+def on_response(self: _InferCall, r: Any, now: float, reabort_s: float = 0.5) -> tuple[Chunk | None, bool, dict | None]:
+    "Convert one `Response` of the first `stream_infer` (its `index` is the sample's position)."
+    pos = getattr(r, 'index', None)
+    if not isinstance(pos, int) or not 0 <= pos < len(self.samples): return None, False, None
+    return self.on_turn(self.samples[pos], 0, r, now, reabort_s)
 
 # %% ../../nbs/12_engine_lmdeploy.ipynb #441d34bc
 @patch
 def ask_abort(self: _InferCall, index: int, now: float) -> tuple[_Slot | None, bool]:
-    "Mark sample `index` aborted: (the sample to send abort to, or None; report its 'abort' now?)."
+    "Mark sample `index` aborted: (the sample, or None if nothing to do; report its 'abort' now?)."
     s = self.by_index.get(index)
     if s is None: return None, False
     with self.lock:
         if s.state == 'done' or s.abort_t is not None: return None, False
-        s.abort_t, s.abort_tokens, s.reabort_t = now, s.tokens, now
-        early = s.state == 'queued'
-        if early: s.dropped, s.state, s.reabort_t = True, 'done', float('-inf')  # its first output re-aborts at once
+        s.abort_t, s.abort_tokens = now, s.tokens
+        early = s.state == 'queued' or s.paused
+        if not s.paused: s.reabort_t = now if not early else float('-inf')  # a queued one re-aborts at its first output
+        if early: s.state, s.dropped = 'done', not (s.paused and s.drained)
+        s.pending = None
         return s, early
 
 # %% ../../nbs/12_engine_lmdeploy.ipynb #94dfab5b
@@ -260,7 +340,7 @@ def open_pipeline(cfg: LmdeployConfig) -> Any:
     return pipeline(cfg.model, backend_config=backend_config(cfg, n), log_level=cfg.log_level)
 
 class LmdeployEngine:
-    "An `Engine` over an lmdeploy 0.18 pipeline: one `stream_infer` per question, one session per sample."
+    "An `Engine` over an lmdeploy 0.18 pipeline: one `stream_infer` per question, one session per sample and turn."
     def __init__(self, config: LmdeployConfig | None = None,  # the engine settings
                  clock: Clock | None = None,  # the solver's time source (monotonic time)
                  pipeline_factory: Callable[[LmdeployConfig], Any] | None = None,  # builds the pipeline (default `open_pipeline`)
@@ -277,6 +357,7 @@ class LmdeployEngine:
         self._call: _InferCall | None = None
         self.abort_log: list[dict] = []  # one record per aborted sample: tokens after the abort, seconds to its end
         self.abort_errors: list[str] = []
+        self.turn_log: list[dict] = []  # one record per continued turn of a TIR sample (see `resume`)
         self._jobs: queue.Queue = queue.Queue()
         self._worker: threading.Thread | None = None
 
@@ -332,25 +413,63 @@ def _work(self: LmdeployEngine) -> None:
         except Exception as e: self.abort_errors.append(f"{type(e).__name__}: {e}")
 
 # %% ../../nbs/12_engine_lmdeploy.ipynb #31a41568
+def _take_resume(s: _Slot) -> tuple | None:
+    "The resume of paused sample `s` to start now (its turn drained), marking it launching; call under the lock."
+    if not (s.paused and s.drained and s.pending is not None and not s.launching): return None
+    go, s.pending, s.launching = s.pending, None, True
+    return go
+
+@patch
+def _handle(self: LmdeployEngine, call: _InferCall, s: _Slot, turn: int, r: Any) -> None:
+    "One response of turn `turn` of sample `s`: forward its chunk, abort again, record, start a resume that waited."
+    with call.lock:
+        ch, again, rec = call.on_turn(s, turn, r, self.clock.now(), self.cfg.reabort_s)
+        if ch is not None: call.stream.put(ch)
+        sess, go = s.session, _take_resume(s)
+    if rec is not None: self.abort_log.append(rec)
+    if again: self._submit(sess.abort)
+    if go is not None: self._submit(lambda: self._launch(call, s, *go))
+
+@patch
+def _ended(self: LmdeployEngine, call: _InferCall, s: _Slot, turn: int, msg: str) -> None:
+    "Turn `turn` of sample `s` stopped streaming: a paused one has drained, any other unfinished one is an error."
+    with call.lock:
+        if s.turn != turn or s.state == 'done' or s.launching: return
+        go = None
+        if s.paused: s.drained = True; go = _take_resume(s)
+        else:
+            s.state = 'done'
+            call.stream.put(Chunk(s.index, '', s.tokens, 'error', msg))
+    if go is not None: self._submit(lambda: self._launch(call, s, *go))
+
 @patch
 def _stream(self: LmdeployEngine, call: _InferCall, prompts: list, gens: list) -> Iterator[Chunk]:
-    "Every chunk of `call`."
+    "The stream thread: every response of `call`'s first turn, then wait until every sample is done."
+    call.started.wait()
     try:
-        it = self.pipe.stream_infer(prompts, sessions=[s.session for s in call.samples], gen_config=gens)
+        it = self.pipe.stream_infer(prompts, sessions=list(call.first_sessions), gen_config=gens)
         for r in it:
-            ch, again, rec = call.on_response(r, self.clock.now(), self.cfg.reabort_s)
-            if rec is not None: self.abort_log.append(rec)
-            if again:
-                sess = call.samples[r.index].session
-                self._submit(sess.abort)
-            if ch is not None: yield ch
+            pos = getattr(r, 'index', None)
+            if isinstance(pos, int) and 0 <= pos < len(call.samples): self._handle(call, call.samples[pos], 0, r)
+        for s in call.samples: self._ended(call, s, 0, 'stream ended without a finish')
+    except BaseException:
+        with call.lock:  # the stream reports 'error' for every open sample: none may go on
+            for s in call.samples:
+                if s.state != 'done' and s.turn > 0: self._submit(s.session.abort)
+                s.state = 'done'
+        raise
     finally:
-        sessions = [s.session for s in call.samples]
-        def _close():
-            for s in sessions:
-                try: s.close()
-                except Exception as e: logging.getLogger(__name__).debug(f"closing a session: {e}")  # it ends anyway
-        self._submit(_close)
+        sessions = list(call.first_sessions)
+        self._submit(lambda: self._close_sessions(sessions))
+    while not call.all_done(): time.sleep(0.02)
+    return
+    yield  # a generator: the chunks go on the stream in `_handle`
+
+@patch
+def _close_sessions(self: LmdeployEngine, sessions: list) -> None:
+    for s in sessions:
+        try: s.close()
+        except Exception as e: logging.getLogger(__name__).debug(f"closing a session: {e}")  # it ends anyway
 
 # %% ../../nbs/12_engine_lmdeploy.ipynb #562f1053
 @patch
@@ -359,12 +478,13 @@ def start(self: LmdeployEngine, requests: Sequence[SampleRequest]) -> None:
     if self._call is not None: self.abort_all()
     pipe = self.load()
     requests = list(requests)
-    call = _InferCall(requests, [pipe.session() for _ in requests])
     prompts = [chat_messages(r, self.cfg.assistant_prefix) for r in requests]
+    call = _InferCall(requests, [pipe.session() for _ in requests], prompts)
     cls = getattr(pipe, 'GenerationConfig', None)  # a stand-in pipeline brings its own; lmdeploy's is imported
     gens = [generation_config(r.sampling, r.seed, self.cfg.ignore_eos, cls) for r in requests]
     self._call = call
     call.stream = ThreadedStream(lambda: self._stream(call, prompts, gens), [r.index for r in requests], name='lmdeploy-stream')
+    call.started.set()
 
 @patch
 def poll(self: LmdeployEngine, timeout: float) -> list[Chunk]:
@@ -375,19 +495,27 @@ def poll(self: LmdeployEngine, timeout: float) -> list[Chunk]:
 # %% ../../nbs/12_engine_lmdeploy.ipynb #57793a7b
 @patch
 def abort(self: LmdeployEngine, index: int) -> None:
-    "Stop sample `index`; it ends with an 'abort' chunk."
+    "Stop sample `index`; it ends with an 'abort' chunk (at once if it is queued or paused)."
     call = self._call
     if call is None: return
-    s, early = call.ask_abort(index, self.clock.now())
-    if s is None: return
-    if early and call.stream is not None: call.stream.q.put(Chunk(index, '', 0, 'abort'))
-    self._submit(s.session.abort)
+    with call.lock:  # the chunk is on the stream before the stream can see every sample done and end
+        s = call.by_index.get(index)
+        idle = s is not None and s.paused and s.drained  # waiting for its tool: nothing streams
+        s, early = call.ask_abort(index, self.clock.now())
+        if s is None: return
+        if early and call.stream is not None: call.stream.put(Chunk(index, '', s.tokens, 'abort'))
+        sess = s.session
+        if idle:
+            self.abort_log.append(dict(index=index, finish='abort', tokens_at_abort=s.tokens, tokens=s.tokens,
+                                       tokens_after=0, seconds=0.0, early=True))
+            return
+    self._submit(sess.abort)
 
 @patch
 def abort_all(self: LmdeployEngine) -> None:
     "Stop every unfinished sample of the question."
     if self._call is None: return
-    for s in sorted(self._call.samples, key=lambda s: s.state != 'queued'): self.abort(s.index)
+    for s in sorted(self._call.samples, key=lambda s: s.state != 'queued' and not s.paused): self.abort(s.index)
 
 @patch
 def close(self: LmdeployEngine, timeout: float = 30.0) -> None:
@@ -400,6 +528,104 @@ def close(self: LmdeployEngine, timeout: float = 30.0) -> None:
         try: self.pipe.close()
         except Exception as e: self.abort_errors.append(f"close: {type(e).__name__}: {e}")
     self.pipe, self._call = None, None
+
+# %% ../../nbs/12_engine_lmdeploy.ipynb #61d05cf4
+@patch
+def prompt_ids(self: LmdeployEngine, messages: list) -> list:
+    "The prompt token ids lmdeploy's `preprocess` makes for chat list `messages` (the first turn's)."
+    pp = self.pipe.async_engine.prompt_processor  # AsyncEngine.preprocess's call, with stream_infer's arguments
+    coro = pp.get_prompt_input(prompt=messages, do_preprocess=True, adapter_name=None, tools=None, reasoning_effort=None,
+                               chat_template_kwargs={}, media_io_kwargs=None, mm_processor_kwargs=None)
+    return list(self.pipe._run(coro=coro).result()['input_ids'])
+
+@patch
+def pause(self: LmdeployEngine, index: int) -> None:
+    "Stop sample `index` at a tool call: nothing of it is put on the stream after this returns, until `resume`."
+    call = self._call
+    if call is None: return
+    with call.lock:
+        s = call.by_index.get(index)
+        if s is None or s.state == 'done' or s.paused or s.abort_t is not None: return
+        now = self.clock.now()
+        s.paused, s.drained, s.pending, s.pause_t, s.pause_tokens = True, False, None, now, s.tokens
+        s.reabort_t = now if s.state == 'running' else float('-inf')  # a turn with no output yet re-aborts at its first
+        sess = s.session
+    self._submit(sess.abort)
+
+@patch
+def resume(self: LmdeployEngine, index: int, keep: int, text: str) -> None:
+    "Continue paused sample `index` from the first `keep` characters of its text so far, then `text`."
+    call = self._call
+    check(call is not None and index in call.by_index, 'resume', 'a sample of the current question', index)
+    s, go = call.by_index[index], None
+    with call.lock:
+        check(s.paused and s.state != 'done' and s.pending is None and not s.launching, f'resume({index})',
+              'a paused sample', 'done' if s.state == 'done' else 'not paused' if not s.paused else 'already resumed')
+        check(isinstance(keep, int) and 0 <= keep <= s.words.chars, f'resume({index}).keep', f'0..{s.words.chars}', keep)
+        check(isinstance(text, str), f'resume({index}).text', 'a string', type(text).__name__)
+        if s.drained: go, s.launching = (keep, text, self.clock.now()), True
+        else: s.pending = (keep, text, self.clock.now())
+    if go is not None: self._submit(lambda: self._launch(call, s, *go))
+
+@patch
+def _launch(self: LmdeployEngine, call: _InferCall, s: _Slot, keep: int, text: str, asked: float) -> None:
+    "Start sample `s`'s next turn (on the worker): its ids, gen config and a fresh session; a thread drains it."
+    try:
+        pipe, req = self.pipe, call.requests[s.index]
+        key = json.dumps(call.prompts[s.index], sort_keys=True)
+        if key not in call.prompt_ids: call.prompt_ids[key] = self.prompt_ids(call.prompts[s.index])
+        encode = lambda t: pipe.async_engine.tokenizer.encode(t, add_bos=False)
+        with call.lock:
+            if s.state == 'done': return  # aborted meanwhile: its 'abort' is out
+            ctx = s.words.resume(keep, text, encode)
+            ids = call.prompt_ids[key] + ctx
+            left = req.sampling.max_new_tokens - s.tokens
+            now = self.clock.now()
+            st = dict(index=s.index, turn=s.turn + 1, prompt_tokens=len(ids), reused=len(ids) - s.words.appended,
+                      appended=s.words.appended, kept_chars=keep, text_chars=len(text), tokens_at_pause=s.pause_tokens,
+                      after_pause=s.tokens - s.pause_tokens, resume_wait_s=round(now - asked, 4),
+                      pause_to_start_s=round(now - s.pause_t, 4), first_token_s=None, cached_tokens=None, finish=None)
+            s.launching = False
+            if left <= 0:
+                s.state, s.paused = 'done', False
+                call.stream.put(Chunk(s.index, '', s.tokens, 'length'))
+                st['finish'] = 'length'; self.turn_log.append(st)
+                return
+            s.turn, s.base, s.state, s.paused, s.drained = s.turn + 1, s.tokens, 'queued', False, False
+            s.session = sess = pipe.session()
+            gen = generation_config(dataclasses.replace(req.sampling, max_new_tokens=left), turn_seed(req.seed, s.turn),
+                                    self.cfg.ignore_eos, getattr(pipe, 'GenerationConfig', None))
+            turn = s.turn
+            self.turn_log.append(st)
+        it = pipe._infer(iter([dict(session_id=sess, messages=None, input_ids=ids, gen_config=gen, stream_response=True)]),
+                         multiplex=True)
+        threading.Thread(target=self._drain, args=(call, s, turn, it, st, now, sess), name=f'lmdeploy-turn-{s.index}',
+                         daemon=True).start()
+    except Exception as e:
+        self._fail(call, s, f"continuing the sample failed: {type(e).__name__}: {e}")
+
+@patch
+def _fail(self: LmdeployEngine, call: _InferCall, s: _Slot, msg: str) -> None:
+    "End sample `s` with an 'error' chunk unless it already ended (its continuation could not start)."
+    with call.lock:
+        if s.state == 'done': return
+        s.state, s.paused, s.launching = 'done', False, False
+        call.stream.put(Chunk(s.index, '', s.tokens, 'error', msg))
+
+@patch
+def _drain(self: LmdeployEngine, call: _InferCall, s: _Slot, turn: int, it: Iterator, st: dict, t0: float, sess: Any) -> None:
+    "A continued turn's thread: every response of its request goes through `_handle`."
+    try:
+        for r in it:
+            if st['first_token_s'] is None and (getattr(r, 'generate_token_len', 0) or 0) > 0:
+                st['first_token_s'] = round(self.clock.now() - t0, 4); st['cached_tokens'] = getattr(r, 'cached_tokens', None)
+            if getattr(r, 'finish_reason', None) is not None: st['finish'] = r.finish_reason
+            self._handle(call, s, turn, r)
+        self._ended(call, s, turn, 'the continued turn ended without a finish')
+    except Exception as e:
+        self._ended(call, s, turn, f"{type(e).__name__}: {e}")
+    finally:
+        self._submit(lambda: self._close_sessions([sess]))
 
 # %% ../../nbs/12_engine_lmdeploy.ipynb #5cb9f8aa
 @patch

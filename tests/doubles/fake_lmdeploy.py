@@ -2,11 +2,11 @@
 semantics where they matter (see nbs/12_engine_lmdeploy.ipynb). Used by the tests, the notebooks and the GPU
 benchmark's --dry-run; not part of the aimo2_nb package."""
 from __future__ import annotations
-import queue, threading, time
+import asyncio, concurrent.futures, queue, threading, time
 from types import SimpleNamespace
 from typing import Callable, Iterator
 
-__all__ = ['FakeSession', 'FakePipeline']
+__all__ = ['FakeSession', 'FakePipeline', 'FakeTokenizer', 'char_ids']
 
 
 class FakeSession:
@@ -31,15 +31,38 @@ class _Gibberish:
 
 def _gibberish(messages: list, seed: int) -> _Gibberish: return _Gibberish(seed)
 
+def char_ids(s: str) -> list[int]:
+    "The stand-in tokenizer: one id per character (1000 + its code point)."
+    return [1000 + ord(ch) for ch in s]
+
+class FakeTokenizer:
+    "lmdeploy's `Tokenizer.encode` (0.18 signature): a BOS (id 1) unless `add_bos=False`, then one id per character."
+    bos_token_id = 1
+    def encode(self, s: str, add_bos: bool = True, add_special_tokens: bool = True, **kw) -> list[int]:
+        return ([1] if add_bos else []) + char_ids(s)
+
+class _FakePromptProcessor:
+    "lmdeploy's `MultimodalProcessor.get_prompt_input` for text chat lists (what `AsyncEngine.preprocess` calls)."
+    def __init__(self, pipe): self.pipe = pipe
+    async def get_prompt_input(self, prompt, do_preprocess: bool, adapter_name=None, **kw) -> dict:
+        self.pipe.prompt_calls.append(prompt)
+        return dict(prompt=repr(prompt), input_ids=self.pipe.prompt_input(prompt))
+
 class FakePipeline:
     "A CPU stand-in for `lmdeploy.pipeline(...)` (0.18 interface: session, stream_infer, close, async_engine)."
     GenerationConfig = SimpleNamespace  # the adapter builds generation settings with this instead of lmdeploy's class
     def __init__(self, max_batch_size: int = 32, step_s: float = 0.002, prefill_s: float = 0.005,
-                 script: Callable[[list, int], list[str]] | None = None, abort_delay_s: float = 0.0, backend: str = 'pytorch'):
+                 script: Callable[[list, int], list[str]] | None = None, abort_delay_s: float = 0.0, backend: str = 'pytorch',
+                 hold_every: int = 0):  # hold_every=k: every k-th token's text comes with the next response (an incomplete character)
         self.max_batch_size, self.step_s, self.prefill_s, self.abort_delay_s = max_batch_size, step_s, prefill_s, abort_delay_s
-        self.script = script or _gibberish
+        self.script = script or _gibberish  # script(messages, or a continuation's input ids, seed) -> token strings
+        self.hold_every = hold_every
         self.backend_config = SimpleNamespace(max_batch_size=max_batch_size)
-        self.async_engine = SimpleNamespace(backend=backend, engine=object(), stop_all_session=self._stop_all)
+        self.async_engine = SimpleNamespace(backend=backend, engine=object(), stop_all_session=self._stop_all,
+                                            tokenizer=FakeTokenizer(), prompt_processor=_FakePromptProcessor(self))
+        self._vocab: dict[str, int] = {}  # generated token string -> id (ids from 10_000_000, apart from char ids)
+        self.prompt_calls: list = []; self.inputs: list = []; self.gens: list = []  # every request's (session id, input ids), gen config
+        self._seqs: list = []  # finished sequences (input + generated ids): the prefix cache
         self._lock, self._wake = threading.Lock(), threading.Event()
         self._queue: list = []  # requests waiting for a handle
         self._active: list = []  # requests holding a handle
@@ -55,6 +78,36 @@ class FakePipeline:
         with self._lock:
             for h in self._active: h['cancel'] = True
 
+    def prompt_input(self, messages: list) -> list[int]:
+        "The first turn's input ids of a chat list: BOS, then the characters of every message."
+        return [1] + char_ids(''.join(str(m.get('content', '')) for m in messages))
+
+    def token_id(self, word: str) -> int:
+        with self._lock: return self._vocab.setdefault(word, 10_000_000 + len(self._vocab))
+
+    def _cached(self, ids: list) -> int:
+        "Tokens of `ids` a finished sequence already holds (prefix caching, at token granularity)."
+        best = 0
+        for seq in self._seqs:
+            n = 0
+            for a, b in zip(ids, seq):
+                if a != b: break
+                n += 1
+            best = max(best, n)
+        return min(best, len(ids) - 1)
+
+    def _run(self, fn=None, coro=None) -> concurrent.futures.Future:
+        "`Pipeline._run`: run a coroutine (or function) and return a future of its result."
+        f: concurrent.futures.Future = concurrent.futures.Future()
+        try: f.set_result(asyncio.run(coro) if coro is not None else fn())
+        except Exception as e: f.set_exception(e)
+        return f
+
+    def _request(self, i, s, g, words, q, ids) -> dict:
+        self.inputs.append((s.session_id, list(ids))); self.gens.append(g)
+        return dict(idx=i, session=s, gen=g, words=words, n=0, cancel=False, q=q, t_ready=None, input=list(ids), gen_ids=[],
+                    held='', cached=self._cached(ids))
+
     def stream_infer(self, prompts: list, sessions: list | None = None, gen_config: list | None = None, **kw) -> Iterator:
         "An iterator of responses of every prompt; returns at once, like lmdeploy's."
         if self._closed: raise RuntimeError('pipeline is closed')
@@ -65,8 +118,22 @@ class FakePipeline:
         reqs = []
         for i, (p, s, g) in enumerate(zip(prompts, sessions, gens)):
             seed = getattr(g, 'random_seed', None) or 0
-            words = self.script(p, seed)
-            reqs.append(dict(idx=i, session=s, gen=g, words=words, n=0, cancel=False, q=q, t_ready=None))
+            reqs.append(self._request(i, s, g, self.script(p, seed), q, self.prompt_input(p)))
+        return self._enqueue(reqs, q)
+
+    def _infer(self, requests, multiplex: bool = True, **kw) -> Iterator:
+        "`Pipeline._infer` with request dicts as `AsyncEngine.preprocess` reads them (here: `input_ids` requests)."
+        if self._closed: raise RuntimeError('pipeline is closed')
+        q: queue.Queue = queue.Queue()
+        reqs = []
+        for i, d in enumerate(requests):
+            if d.get('messages') is not None or d.get('input_ids') is None: raise ValueError('exactly one of messages or input_ids')
+            g, s = d['gen_config'], d['session_id']
+            if getattr(g, 'max_new_tokens', 1) < 1: raise ValueError('max_new_tokens must be at least 1')
+            reqs.append(self._request(i, s, g, self.script(list(d['input_ids']), getattr(g, 'random_seed', None) or 0), q, d['input_ids']))
+        return self._enqueue(reqs, q)
+
+    def _enqueue(self, reqs: list, q: queue.Queue) -> Iterator:
         with self._lock:
             self._queue += reqs
             for r in reqs: r['group'] = reqs
@@ -74,12 +141,18 @@ class FakePipeline:
         return iter(q.get, None)
 
     def _emit(self, r: dict, text: str, fin: str | None) -> None:
-        lp = bool(getattr(r['gen'], 'logprobs', None)) and bool(text)  # one token per emitted word, log-probability -0.5
+        ids = [self.token_id(text)] if text else []  # one token per emitted word
+        r['gen_ids'] += ids
+        if text and self.hold_every and r['n'] % self.hold_every == 0 and fin is None:
+            r['held'] += text; text = ''  # lmdeploy holds back the text of an incomplete character
+        elif r['held']: text, r['held'] = r['held'] + text, ''
+        lp = bool(getattr(r['gen'], 'logprobs', None)) and bool(ids)  # log-probability -0.5 each
         r['q'].put(SimpleNamespace(index=r['idx'], text=text, generate_token_len=r['n'], finish_reason=fin,
-                                   token_ids=[7] if lp else [], logprobs=[{7: -0.5}] if lp else None,
-                                   error_code=None, error_message=None, input_token_len=10))
+                                   token_ids=ids, logprobs=[{ids[0]: -0.5}] if lp else None, cached_tokens=r['cached'],
+                                   error_code=None, error_message=None, input_token_len=len(r['input'])))
         if fin is not None:
             r['done'] = True
+            with self._lock: self._seqs.append(r['input'] + r['gen_ids'])
             if all(x.get('done') for x in r['group']): r['q'].put(None)
 
     def _loop(self) -> None:
