@@ -23,15 +23,16 @@ __all__ = ['MarkKind', 'CSV_COLUMNS', 'CURVES', 'Mark', 'RecSample', 'RecQuestio
            'make_draws', 'SimReport', 'simulate', 'compare', 'report_table', 'load_sim_config', 'simulate_main']
 
 # %% ../nbs/15_simulate.ipynb #0781e53a
-MarkKind = Literal['boxed', 'code', 'fence']
+MarkKind = Literal['boxed', 'code', 'fence', 'tool']
 
 @dataclass(frozen=True)
 class Mark:
     "Something that happened in a sample once it had generated `tokens` tokens."
     tokens: int
-    what: MarkKind  # 'boxed' answer, a python block ending ('code'), an ```output fence after a block ('fence')
+    what: MarkKind  # 'boxed' answer, a python block ending ('code'), an ```output fence after a block ('fence'),
+                    # a TIR sample's tool call ('tool': it waits for the output, then goes on; never an answer)
     value: int | None = None  # boxed: the normalised answer; code: the run's answer (None: it failed or printed none)
-    run_s: float = 0.0  # code: seconds from the block's end to its result
+    run_s: float = 0.0  # code: seconds from the block's end to its result; tool: seconds the sample waits
 
 @dataclass(frozen=True)
 class RecSample:
@@ -65,33 +66,64 @@ def _code_mark(tokens: int, res) -> Mark | None:
     if res is None or res[1] == 'cancelled': return None
     return Mark(tokens, 'code', res[0], float(res[2]))
 
+def _tool_calls(evs: list) -> dict:
+    "sample -> its `tool_call` events in call order."
+    out: dict = {}
+    for e in evs:
+        if e.kind == 'tool_call': out.setdefault(e.sample, []).append(e)
+    return {i: sorted(v, key=lambda e: e.call) for i, v in out.items()}
+
 # %% ../nbs/15_simulate.ipynb #80e3f478
-def _marks_from_ticks(evs: list, n: int, cfg: RunConfig) -> tuple[list, list]:
+def _resume(p: AnswerParser, call, found: list, cfg: RunConfig) -> AnswerParser:
+    "The parser of a TIR sample after `call`: its text cut at the call's `at`, the output appended; later finds dropped."
+    at = min(max(call.at, 0), len(p.text))
+    found[:] = [(m, end) for m, end in found if end <= at]  # what lay past the cut was discarded with its text
+    q = AnswerParser(cfg.answers)
+    q.feed(p.text[:at] + call.output)  # the output block is shown to the model: nothing in it is the sample's answer
+    return q
+
+def _marks_from_ticks(evs: list, n: int, cfg: RunConfig, kinds: Sequence = ()) -> tuple[list, list]:
     "Per sample: marks re-parsed from the recorded chunks, and the token count where its known history ends."
-    res = _code_results(evs)
+    res, tools = _code_results(evs), _tool_calls(evs)
     parsers = [AnswerParser(cfg.answers) for _ in range(n)]
     marks, known, cut = [[] for _ in range(n)], [0] * n, [False] * n
+    tir = [i < len(kinds) and kinds[i] == 'tir' for i in range(n)]
+    found = [[] for _ in range(n)]  # TIR samples: (mark, end offset in the parser's text)
+    todo, waiting = [list(tools.get(i, [])) for i in range(n)], [False] * n  # calls not yet resumed; a block awaits its call
     for tk in (e for e in evs if e.kind == 'tick'):
         for i, text, tokens, finish, _err in tk.chunks:
             if not 0 <= i < n or cut[i]: continue
+            if tir[i]:
+                while waiting[i] and todo[i] and int(tokens or 0) > todo[i][0].tokens:  # this chunk is from after the call
+                    parsers[i] = _resume(parsers[i], todo[i].pop(0), found[i], cfg); waiting[i] = False
             p, known[i] = parsers[i], max(known[i], int(tokens or 0))
             for ev in (p.feed(text) if text else []) + (p.finish() if finish is not None else []):
-                if isinstance(ev, BoxedAnswer): marks[i].append(Mark(known[i], 'boxed', ev.value))
+                if tir[i]:
+                    if isinstance(ev, BoxedAnswer): found[i].append((Mark(known[i], 'boxed', ev.value), ev.end))
+                    elif isinstance(ev, OutputFence): found[i].append((Mark(known[i], 'fence'), ev.start + 1))
+                    elif isinstance(ev, CodeBlock) and not waiting[i]:  # a block after the one that paused it: discarded
+                        if not todo[i]: cut[i] = True; break  # its run never came back
+                        found[i].append((Mark(known[i], 'tool', None, float(todo[i][0].seconds)), ev.end)); waiting[i] = True
+                elif isinstance(ev, BoxedAnswer): marks[i].append(Mark(known[i], 'boxed', ev.value))
                 elif isinstance(ev, OutputFence): marks[i].append(Mark(known[i], 'fence'))
                 elif isinstance(ev, CodeBlock):
                     if (m := _code_mark(known[i], res.get((i, ev.index)))) is None: cut[i] = True; break
                     marks[i].append(m)
+    for i in range(n):
+        if tir[i]: marks[i] = [m for m, _ in found[i]]
     return marks, known
 
 # %% ../nbs/15_simulate.ipynb #d0f7482d
-def _marks_from_decisions(evs: list, n: int) -> list:
-    "Per sample: marks from the answer, code and sample-stop events."
+def _marks_from_decisions(evs: list, n: int, kinds: Sequence = ()) -> list:
+    "Per sample: marks from the answer, code, tool-call and sample-stop events."
     res = _code_results(evs)
     marks = [[] for _ in range(n)]
     for e in evs:
         if not 0 <= getattr(e, 'sample', -1) < n: continue
+        tir = e.sample < len(kinds) and kinds[e.sample] == 'tir'
         if e.kind == 'answer' and e.source == 'boxed': marks[e.sample].append(Mark(e.tokens, 'boxed', e.value))
-        elif e.kind == 'code_start':
+        elif e.kind == 'tool_call': marks[e.sample].append(Mark(e.tokens, 'tool', None, float(e.seconds)))
+        elif e.kind == 'code_start' and not tir:  # a TIR sample's runs are its tool calls: never answers
             m = _code_mark(e.tokens, res.get((e.sample, e.block)))
             if m is not None: marks[e.sample].append(m)
         elif e.kind == 'sample_stop' and e.reason == 'output_fence': marks[e.sample].append(Mark(e.tokens, 'fence'))
@@ -107,8 +139,8 @@ def question_from_events(evs: list) -> RecQuestion:
     n = len(start.kinds) or start.samples
     ends = {e.sample: e for e in evs if e.kind == 'sample_end'}
     chunked = any(e.kind == 'tick' and e.chunks for e in evs)
-    if chunked: marks, known = _marks_from_ticks(evs, n, cfg)
-    else: marks, known = _marks_from_decisions(evs, n), [None] * n
+    if chunked: marks, known = _marks_from_ticks(evs, n, cfg, start.kinds)
+    else: marks, known = _marks_from_decisions(evs, n, start.kinds), [None] * n
     out = []
     for i in range(n):
         end = ends.get(i)
@@ -274,6 +306,7 @@ class _SimSample:
     n_blocks: int = 0
     pending: list = field(default_factory=list)  # [ready time, value]
     fence: bool = False
+    wait: float = 0.0  # a TIR sample waits for its tool output until this time (it generates nothing meanwhile)
     seq: int | None = None
     stop: str | None = None
     done: bool = False
@@ -283,6 +316,7 @@ class _SimSample:
         return SampleAnswer(self.rec.index, self.boxed, self.code, float(self.seq if self.seq is not None else -1), self.rec.kind, self.rec.conf)
     @property
     def running(self) -> bool: return self.stop is None and not self.done
+    def generating(self, t: float) -> bool: return self.running and self.wait <= t + _EPS
 
 @dataclass(frozen=True)
 class QResult:
@@ -331,14 +365,15 @@ def simulate_question(q: RecQuestion, plan: QuestionPlan, cfg: RunConfig, sim: S
     t, seq, vkey = 0.0, 0, None
     while True:
         for s in S:  # what is due now, in sample order (the order of an engine's chunks)
-            while s.running and s.i < len(s.rec.marks) and s.rec.marks[s.i].tokens <= s.tok + _EPS:
+            while s.generating(t) and s.i < len(s.rec.marks) and s.rec.marks[s.i].tokens <= s.tok + _EPS:
                 m = s.rec.marks[s.i]; s.i += 1
                 if m.what == 'boxed' and m.value is not None: s.boxed = m.value
                 elif m.what == 'code': s.n_blocks += 1; s.pending.append([t + m.run_s, m.value])
                 elif m.what == 'fence': s.fence = True
+                elif m.what == 'tool': s.n_blocks += 1; s.wait = t + m.run_s
                 if (s.boxed is not None or s.code is not None) and s.seq is None: s.seq, seq = seq, seq + 1
                 if (why := sample_stop(s.view(), cfg.stop)) is not None: s.stop = why
-            if s.running and s.tok >= s.end - _EPS: s.done = True
+            if s.generating(t) and s.tok >= s.end - _EPS: s.done = True
         for s in S:  # code results that are ready
             for p in [p for p in s.pending if p[0] <= t + _EPS]:
                 s.pending.remove(p)
@@ -350,10 +385,11 @@ def simulate_question(q: RecQuestion, plan: QuestionPlan, cfg: RunConfig, sim: S
         if key != vkey: vkey, view = key, question_view(t, limit, [s.answer() for s in S], [s.running for s in S], [len(s.pending) for s in S], cfg.vote)
         else: view = replace(view, elapsed=t)  # only time moved
         if (dec := question_stop(view, tier, cfg.stop)) is not None: break
-        running = [s for s in S if s.running]
+        running = [s for s in S if s.generating(t)]  # a TIR sample waiting for its tool output does not decode
         rate = sample_rate(len(running), sim.prompt_tokens + sum(s.tok for s in running) / max(1, len(running)), sim)
         dts = [(min(s.rec.marks[s.i].tokens if s.i < len(s.rec.marks) else s.end, s.end) - s.tok) / rate for s in running]
         dts += [p[0] - t for s in S for p in s.pending] + [x - t for x in times if x > t + _EPS]
+        dts += [s.wait - t for s in S if s.running and s.wait > t + _EPS]
         if running and not sim.throughput: dts.append(sim.ctx_step / rate)  # the context grew: read the curve again
         dt = max(0.0, min(dts))
         t += dt

@@ -95,3 +95,70 @@ def test_short_row(tmp_path):
     p.write_text(HEADER + 'q,0,cot\n')
     with pytest.raises(SimInputError, match="row 2: column 'n_tokens'"):
         from_csv(p)
+
+
+# TIR: a sample's answers are its boxed answers; its python blocks are tool calls (it waits), never answer marks.
+K0, O0 = 'Let me compute.\n```python\nprint(6*7)\n```', '\n```output\n42\n```\n'
+K1, O1 = '```python\nprint(1)\n```', '\n```output\n1\n```\n'
+
+def tir_trace(chunks: bool = True) -> list:
+    "One question of TIR samples, as the solver writes it: 0 and 1 call a tool and box 42 (1 boxes 1 in text the"
+    " pause discarded), 2 is CoT, 3's block never came back before the question stopped."
+    from aimo2_nb import trace as T
+    q = 'tq'
+    tick1 = [[0, K0 + '\n```output\n4', 30, None, None], [1, K1 + '\nThus \\boxed{1}', 20, None, None],
+             [2, 'I think \\boxed{41}.', 10, 'stop', None], [3, '```python\nwhile 1: pass\n```\n', 15, None, None]]
+    tick2 = [[0, 'It printed 42, so \\boxed{42}.', 45, 'stop', None], [1, 'So \\boxed{42}.', 28, 'stop', None]]
+    return [T.QuestionStart(q, 0.0, question='6*7?', speed=3, samples=4, limit_s=60, avg_s_left=300, gold=42,
+                            kinds=['tir', 'tir', 'cot', 'tir']),
+            T.Answer(q, 1.0, 2, 'boxed', 41, '41', 10),
+            T.CodeStart(q, 1.0, 1, 0, 'print(1)', 20),  # if the solver also records a TIR run as code: still no answer mark
+            T.Tick(q, 1.0, 1, tick1 if chunks else []),
+            T.CodeDone(q, 1.2, sample=1, block=0, status='ok', value=1, stdout='1\n', stderr=''),
+            T.ToolCall(q, 1.2, 1, 0, 'print(1)', O1, 0.2, 'ok', 1, 20, len(K1)),
+            T.ToolCall(q, 1.5, 0, 0, 'print(6*7)', O0, 0.5, 'ok', 42, 30, len(K0)),
+            T.Tick(q, 1.5, 2, [], [[1, 0]]),
+            T.Answer(q, 2.0, 1, 'boxed', 42, '42', 28), T.Answer(q, 2.0, 0, 'boxed', 42, '42', 45),
+            T.Tick(q, 2.0, 3, tick2 if chunks else []),
+            T.QuestionStop(q, 2.0, 'all_finished'),
+            T.SampleEnd(q, 2.1, 0, 'stop', 45, text=K0 + O0 + 'It printed 42, so \\boxed{42}.'),
+            T.SampleEnd(q, 2.1, 1, 'stop', 28, text=K1 + O1 + 'So \\boxed{42}.'),
+            T.SampleEnd(q, 2.1, 2, 'stop', 10, text='I think \\boxed{41}.'),
+            T.SampleEnd(q, 2.1, 3, 'abort', 15, text='```python\nwhile 1: pass\n```\n'),
+            T.Vote(q, 2.1, 42, [[42, 2.0], [41, 1.0]]), T.QuestionEnd(q, 2.2, 42, 'all_finished', 98)]
+
+@pytest.mark.parametrize('chunks', [True, False])
+def test_tir_trace_replays(tmp_path, chunks):
+    from aimo2_nb import trace as T
+    from aimo2_nb.simulate import Mark
+    w = T.TraceWriter(tmp_path / 'traces.jsonl')
+    for e in tir_trace(chunks): w.add(e)
+    (q,) = load_input(tmp_path)
+    s0, s1, s2, s3 = q.samples
+    assert [s.kind for s in q.samples] == ['tir', 'tir', 'cot', 'tir']
+    assert s0.marks == (Mark(30, 'tool', None, 0.5), Mark(45, 'boxed', 42))
+    assert s1.marks == (Mark(20, 'tool', None, 0.2), Mark(28, 'boxed', 42))  # not the discarded boxed 1, no code answer
+    assert s2.marks == (Mark(10, 'boxed', 41),)
+    assert (s0.n_tokens, s0.censored, s1.censored) == (45, False, False)
+    assert s3.censored and s3.marks == ()
+    rep = simulate([q], no_early_stop(RunConfig()), SimConfig(bootstrap=0))
+    assert rep.questions[0]['answer'] == 42 and rep.questions[0]['correct']
+    assert 'expected score' in simulate_main(tmp_path)
+
+def test_tir_answers_table_rows(tmp_path):
+    "Rows of the recorded gpt-oss-120b answers (data/traces: a copy of shared/data/traces, provenance in its README)."
+    import csv
+    src = Path(__file__).parents[1] / 'data' / 'traces' / 'gptoss120b-aimo3-answers.csv'
+    with open(src, newline='') as f: rows = list(csv.DictReader(f))
+    qids = list(dict.fromkeys(r['question_id'] for r in rows))[:2]
+    few = [r for r in rows if r['question_id'] in qids]
+    p = tmp_path / 'few.csv'
+    with open(p, 'w', newline='') as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0])); w.writeheader(); w.writerows(few)
+    qs = load_input(p)
+    assert [q.qid for q in qs] == qids and sum(len(q.samples) for q in qs) == len(few)
+    for q, r in zip((s for q in qs for s in q.samples), few):
+        assert q.kind == 'tir' and q.n_tokens == int(r['n_tokens']) and not q.censored
+        assert [(m.what, m.tokens, m.value) for m in q.marks] == [('boxed', int(r['first_answer_token']), int(r['answer']))]
+    rep = simulate(qs, RunConfig(), SimConfig(bootstrap=5, curve='h100-gptoss120b-est'))
+    assert rep.n_questions == 2 and 0 <= rep.expected_score <= 1
