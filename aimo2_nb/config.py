@@ -11,11 +11,12 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 from .core import ConfigError, check, check_range, check_choice, load_yaml
 
 # %% auto #0
-__all__ = ['Isolation', 'PromptKind', 'SEED_COT', 'SEED_CODE', 'SEED_RULES', 'SampleStopReason', 'QuestionStopReason',
-           'DEFAULT_STOP', 'DEFAULT_BUDGET', 'PROFILES', 'AnswerConfig', 'ExecConfig', 'VoteConfig', 'SamplingConfig',
-           'PromptSpec', 'PromptConfig', 'ConsistencyRule', 'StopConfig', 'EarlyTimeout', 'Tier', 'seed_tiers',
-           'BudgetConfig', 'SpeedConfig', 'from_dict', 'to_dict', 'TraceConfig', 'RunConfig', 'load_config',
-           'save_config', 'config_hash', 'cpu_profile', 'aimo3_prize_profile', 'default_profile', 'profile']
+__all__ = ['Isolation', 'PromptKind', 'SEED_COT', 'SEED_CODE', 'TIR_PROMPT', 'BUILTIN_PROMPTS', 'SEED_RULES', 'SampleStopReason',
+           'QuestionStopReason', 'DEFAULT_STOP', 'DEFAULT_BUDGET', 'PROFILES', 'AnswerConfig', 'ExecConfig',
+           'VoteConfig', 'SamplingConfig', 'PromptSpec', 'PromptConfig', 'ConsistencyRule', 'StopConfig',
+           'EarlyTimeout', 'Tier', 'seed_tiers', 'BudgetConfig', 'SpeedConfig', 'from_dict', 'to_dict', 'TraceConfig',
+           'ToolConfig', 'RunConfig', 'load_config', 'save_config', 'config_hash', 'cpu_profile', 'aimo3_prize_profile',
+           'default_profile', 'profile']
 
 # %% ../nbs/01_config.ipynb #24115778
 @dataclass
@@ -99,12 +100,12 @@ class SamplingConfig:
         check_range(self.logprobs, 'sampling.logprobs', 0, 20, integer=True)
 
 # %% ../nbs/01_config.ipynb #99de770c
-PromptKind = Literal['cot', 'code']
+PromptKind = Literal['cot', 'code', 'tir']
 
 @dataclass
 class PromptSpec:
     "One entry of the prompt list: a kind, the chat text around the question, and how many samples use it."
-    kind: PromptKind = 'cot'  # 'cot' (reason, box the answer) or 'code' (write python, box the answer)
+    kind: PromptKind = 'cot'  # 'cot' (reason, box the answer), 'code' (write python, box the answer) or 'tir' (reason with a python tool whose output is fed back)
     system: str = ''  # system message ('' sends none)
     user_prefix: str = ''  # text before the question
     user_suffix: str = ''  # text after the question
@@ -123,6 +124,14 @@ SEED_CODE = PromptSpec('code',
     "\nYou excel at coding\nYou must provide the python code, avoid redundant analysis.\nIf the final answer is greater "
     "than 1000, then take the modulo of 1000.\nThe answer must be integer.\nThere is only one answer for each question.\n"
     "Import necessary libraries.", 9)
+TIR_PROMPT = PromptSpec('tir',
+    "You are a helpful math assistant. Solve the problem step by step. You have a Python tool: write code in a "
+    "```python block and stop; the code runs in a persistent session (variables, imports and functions stay defined) "
+    "and its printed output comes back to you in a ```output block, then you continue. Put the final answer in \\boxed{}.", '',
+    "\nReason step by step. When a computation, a search or a check helps, write a short ```python block that prints "
+    "its result, then use the output it gives you.\nThe answer must be an integer. If the final answer is greater than 1000, "
+    "then take the modulo of 1000.\nPut the final answer in \\boxed{}.", 8)
+BUILTIN_PROMPTS = {'cot': SEED_COT, 'code': SEED_CODE, 'tir': TIR_PROMPT}  # a prompt list entry may name one of these
 
 @dataclass
 class PromptConfig:
@@ -147,7 +156,7 @@ class ConsistencyRule:
 
 SEED_RULES = [ConsistencyRule(4, 4), ConsistencyRule(4, 5, recent=True), ConsistencyRule(5, 7), ConsistencyRule(6, 9)]
 
-SampleStopReason = Literal['code_answer', 'output_fence', 'cot_boxed', 'code_boxed_no_code', 'code_boxed_code_failed', 'low_confidence',
+SampleStopReason = Literal['code_answer', 'output_fence', 'cot_boxed', 'tir_boxed', 'code_boxed_no_code', 'code_boxed_code_failed', 'low_confidence',
                            'bookkeeping_error']  # the last: the solver's own (a failure handling this sample)
 QuestionStopReason = Literal['consistency', 'decided', 'posterior', 'sprt', 'min_answers', 'early_timeout', 'timeout',
                              'all_finished', 'no_time', 'engine_error', 'solver_error']  # the last three: the solver's own
@@ -156,6 +165,7 @@ QuestionStopReason = Literal['consistency', 'decided', 'posterior', 'sprt', 'min
 class StopConfig:
     "Sample-level and question-level early-stop switches and rules."
     cot_at_boxed: bool = True  # a CoT sample stops at its first valid boxed answer
+    tir_at_boxed: bool = True  # a TIR sample stops at its first valid boxed answer (its tool outputs are not answers)
     code_at_answer: bool = True  # a code sample stops once a code run gave a valid answer
     code_boxed_without_code: bool = True  # a code-prompt sample that boxes an answer with no code stops too (seed defect 7)
     output_fence: Literal['off', 'stop'] = 'stop'  # at a ```output fence after a python block: 'stop' ends the sample, its code's real output counts
@@ -273,6 +283,8 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         raise ConfigError(errs[0] if errs else f"{path}: bad value {value!r}")
     if is_dataclass(tp):
         if is_dataclass(value): return value
+        if tp is PromptSpec and isinstance(value, str):  # a built-in prompt by kind: `--set 'prompts.list=[tir, cot]'`
+            check_choice(value, path, BUILTIN_PROMPTS); return dataclasses.replace(BUILTIN_PROMPTS[value])
         check(isinstance(value, dict), path, 'a mapping', value)
         return from_dict(tp, value, path)
     if origin is Literal:
@@ -325,6 +337,19 @@ class TraceConfig:
         check_range(self.text_limit, 'trace.text_limit', 0, integer=True)
 
 @dataclass
+class ToolConfig:
+    "Limits of the Python tool of TIR samples (prompt kind 'tir'): per call, per sample, and what is fed back."
+    calls: int = 6  # tool calls per sample; a block past this gets an output block saying the limit is reached
+    timeout_s: float = 6.0  # wall-clock seconds per call (AIMO-3's prize teams: a few seconds)
+    output_chars: int = 600  # characters of a call's output fed back to the model: head and tail kept, the middle cut
+    total_s: float = 30.0  # tool seconds per sample, all calls together
+    def __post_init__(self):
+        check_range(self.calls, 'tools.calls', 0, 1024, integer=True)
+        check_range(self.timeout_s, 'tools.timeout_s', 0.05, 3600)
+        check_range(self.output_chars, 'tools.output_chars', 20, 1 << 20, integer=True)
+        check_range(self.total_s, 'tools.total_s', 0.05, 1 << 20)
+
+@dataclass
 class RunConfig:
     "Every setting of a run."
     answers: AnswerConfig = field(default_factory=AnswerConfig)
@@ -336,6 +361,7 @@ class RunConfig:
     speed: SpeedConfig = field(default_factory=SpeedConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     trace: TraceConfig = field(default_factory=TraceConfig)
+    tools: ToolConfig = field(default_factory=ToolConfig)
     engine: dict = field(default_factory=dict)  # engine-specific settings, read by the engine loader
     def __post_init__(self):
         check(isinstance(self.engine, dict), 'engine', 'a mapping', self.engine)

@@ -39,6 +39,8 @@ def sample_stop(s: SampleView, cfg: StopConfig) -> SampleStopReason | None:
         return 'low_confidence'
     if s.kind == 'cot':
         return 'cot_boxed' if s.boxed is not None and cfg.cot_at_boxed else None
+    if s.kind == 'tir':  # its tool outputs are fed back, not answers: only its boxed answer ends it
+        return 'tir_boxed' if s.boxed is not None and cfg.tir_at_boxed else None
     if s.boxed is not None and s.n_pending == 0 and cfg.code_boxed_without_code:
         return 'code_boxed_no_code' if s.n_blocks == 0 else 'code_boxed_code_failed'
     return None

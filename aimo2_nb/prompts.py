@@ -37,6 +37,7 @@ class SampleRequest:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     seed: int = 0  # this sample's own random seed
     kind: PromptKind = 'cot'  # the prompt kind, informational for engines
+    prefix: str = ''  # assistant text to continue from (a TIR sample's next turn: its text so far and the tool's output)
 
 # %% ../nbs/05_prompts.ipynb #dbe5d90d
 def messages(spec: PromptSpec, question: str) -> list[dict]:

@@ -24,6 +24,7 @@ NEVER = {
     'aimo2_nb.config': {m for m in GRAPH if m not in ('aimo2_nb', 'aimo2_nb.core', 'aimo2_nb.config')},
     'aimo2_nb.answers': ENGINES | EXECUTOR,
     'aimo2_nb.vote': ENGINES | EXECUTOR,
+    'aimo2_nb.tools': ENGINES | EXECUTOR,
     'aimo2_nb.prompts': ENGINES,
     'aimo2_nb.policies': ENGINES | EXECUTOR,
     'aimo2_nb.trace': ENGINES | {'aimo2_nb.solver'},

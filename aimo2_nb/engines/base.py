@@ -4,15 +4,16 @@
 
 # %% ../../nbs/08_engine_base.ipynb #aa0ecff9
 from __future__ import annotations
-import importlib, os, queue, threading
+import dataclasses, importlib, os, queue, threading
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Literal, Protocol, Sequence, runtime_checkable
 from ..core import Clock, RealClock, check, check_choice
 from ..prompts import SampleRequest
 
 # %% auto #0
-__all__ = ['FinishReason', 'SampleState', 'ENGINE_KINDS', 'Chunk', 'Engine', 'ThreadedStream', 'SampleQueue', 'cpu_cores',
-           'SequentialEngine', 'engine_module', 'engine_class', 'load_engine']
+__all__ = ['FinishReason', 'SampleState', 'ENGINE_KINDS', 'Chunk', 'Engine', 'TurnEngine', 'supports_turns', 'ThreadedStream',
+           'SampleQueue', 'cpu_cores', 'SequentialEngine', 'engine_module', 'engine_class', 'load_engine']
 
 # %% ../../nbs/08_engine_base.ipynb #f9322526
 FinishReason = Literal['stop', 'length', 'abort', 'error']
@@ -41,11 +42,25 @@ class Engine(Protocol):
     def abort_all(self) -> None:
         "Stop every running sample of the question."
 
+@runtime_checkable
+class TurnEngine(Engine, Protocol):
+    "An engine that can pause a sample at a tool call and continue it with the tool's output (TIR samples)."
+    def pause(self, index: int) -> None:
+        "Stop generating sample `index` now; none of its chunks is put in the queue after this returns, until `resume`."
+    def resume(self, index: int, keep: int, text: str) -> None:
+        "Continue paused sample `index` from the first `keep` characters of its text so far, then `text`; tokens stay cumulative."
+
+def supports_turns(engine: Any) -> bool:
+    "Whether `engine` can pause and resume samples (needed by prompt kind 'tir')."
+    return callable(getattr(engine, 'pause', None)) and callable(getattr(engine, 'resume', None))
+
 # %% ../../nbs/08_engine_base.ipynb #64ce49e0
 class ThreadedStream:
     "Drain a blocking iterator of `Chunk`s in a thread; `poll` returns what arrived."
-    def __init__(self, make_iter: Callable[[], Iterable[Chunk]], indices: Sequence[int], name: str = 'engine-stream'):
+    def __init__(self, make_iter: Callable[[], Iterable[Chunk]], indices: Sequence[int], name: str = 'engine-stream',
+                 deliver: Callable[[Chunk, Callable[[Chunk], None]], None] | None = None):  # (chunk, put): decides what reaches `poll`
         self.q: queue.Queue = queue.Queue()
+        self.deliver = deliver or (lambda ch, put: put(ch))
         self.open = set(indices)  # samples not yet finished
         self.done = threading.Event()
         self.t = threading.Thread(target=self._run, args=(make_iter,), name=name, daemon=True)
@@ -53,7 +68,7 @@ class ThreadedStream:
 
     def _run(self, make_iter):
         try:
-            for ch in make_iter(): self.q.put(ch)
+            for ch in make_iter(): self.deliver(ch, self.q.put)
         except BaseException as e:  # the engine crashed: report it as data
             msg = f"{type(e).__name__}: {e}"
             self.q.put(('error', msg))
@@ -84,33 +99,97 @@ class ThreadedStream:
         return out
 
 # %% ../../nbs/08_engine_base.ipynb #6294f7bd
-SampleState = Literal['queued', 'running', 'done']  # a sample's life in every engine: no output yet -> streaming -> finished
+SampleState = Literal['queued', 'running', 'paused', 'done']  # a sample's life in every engine: waiting -> streaming (-> paused at a tool call -> waiting) -> finished
 
 class SampleQueue:
-    "The samples of one `start` call and their states: 'queued' -> 'running' -> 'done'."
+    "The samples of one `start` call, their states and turns: 'queued' -> 'running' (-> 'paused' -> 'queued') -> 'done'."
     def __init__(self, requests: Sequence[SampleRequest]):
         self.requests = list(requests)
+        self.by_index = {r.index: r for r in self.requests}
+        check(len(self.by_index) == len(self.requests), 'requests', 'distinct sample indices', [r.index for r in self.requests])
         self.state: dict[int, SampleState] = {r.index: 'queued' for r in self.requests}
-        check(len(self.state) == len(self.requests), 'requests', 'distinct sample indices', [r.index for r in self.requests])
+        self.ready: deque[int] = deque(self.by_index)  # queued samples, in the order they run
         self.aborted: set[int] = set()
+        self.pausing: set[int] = set()  # paused while their turn still streams (its rest is dropped)
+        self.resumed: set[int] = set()  # resumed before their paused turn ended
+        self.turn = {i: 0 for i in self.by_index}  # turns started so far - 1
+        self.tokens = {i: 0 for i in self.by_index}  # cumulative tokens over turns
+        self.base = {i: 0 for i in self.by_index}  # tokens before the current turn
+        self.text: dict[int, list[str]] = {i: [] for i in self.by_index}  # what the sample said so far, tool outputs included
         self.lock = threading.RLock()  # reentrant: the engine holds it while it reports a queued sample's abort
+        self.cv = threading.Condition(self.lock)
 
     def take(self, i: int) -> bool:
         "Mark queued sample `i` running; False if it was aborted meanwhile."
         with self.lock:
             if self.state[i] != 'queued': return False
-            self.state[i] = 'running'; return True
+            self.state[i], self.base[i] = 'running', self.tokens[i]; return True
+
+    def next_ready(self, wait: float = 0.5) -> int | None:
+        "Take the next queued sample (waiting while only paused ones are left); None once every sample is done."
+        with self.cv:
+            while True:
+                while self.ready:
+                    i = self.ready.popleft()
+                    if self.take(i): return i
+                if not any(s in ('paused', 'running') for s in self.state.values()): return None
+                self.cv.wait(wait)
+
+    def request(self, i: int) -> SampleRequest:
+        "The request of sample `i`'s current turn: its text so far as prefix, its token budget less what it used."
+        r = self.by_index[i]
+        if not self.turn[i]: return r
+        s = r.sampling
+        return dataclasses.replace(r, prefix=''.join(self.text[i]), seed=(r.seed + self.turn[i]) & 0x7FFFFFFF,
+                                   sampling=dataclasses.replace(s, max_new_tokens=max(0, s.max_new_tokens - self.tokens[i])))
+
+    def deliver(self, ch: Chunk, put: Callable[[Chunk], None]) -> None:
+        "Forward chunk `ch` of a turn with cumulative tokens, unless its sample is paused or done (then only count it)."
+        with self.lock:
+            i = ch.index
+            if i not in self.by_index: return put(ch)
+            self.tokens[i] = max(self.tokens[i], self.base[i] + (ch.tokens if isinstance(ch.tokens, int) else 0))
+            if self.state[i] == 'done' or i in self.pausing: return
+            if ch.text: self.text[i].append(ch.text)
+            put(dataclasses.replace(ch, tokens=self.tokens[i]))
+
+    def pause(self, i: int) -> bool:
+        "Ask running sample `i` to stop at a tool call; its turn's remaining output is dropped."
+        with self.lock:
+            if self.state.get(i) != 'running' or i in self.aborted or i in self.pausing: return False
+            self.pausing.add(i); return True
+
+    def resume(self, i: int, keep: int, text: str) -> None:
+        "Continue paused sample `i` from the first `keep` characters of its text, then `text`."
+        with self.cv:
+            check(i in self.pausing or self.state.get(i) == 'paused', f'resume({i})', 'a paused sample', self.state.get(i))
+            self.text[i] = [''.join(self.text[i])[:max(0, keep)] + text]
+            self.turn[i] += 1
+            if self.state[i] == 'paused': self.state[i] = 'queued'; self.ready.appendleft(i); self.cv.notify_all()
+            else: self.resumed.add(i)
+
+    def end(self, i: int) -> None:
+        "Sample `i`'s turn ended: it is done, paused, or queued again (resumed while it drained)."
+        with self.cv:
+            if i in self.pausing and self.state[i] == 'running':
+                self.pausing.discard(i)
+                if i in self.resumed: self.resumed.discard(i); self.state[i] = 'queued'; self.ready.appendleft(i)
+                else: self.state[i] = 'paused'
+            else: self.pausing.discard(i); self.state[i] = 'done'
+            self.cv.notify_all()
 
     def abort(self, i: int) -> bool:
-        "Ask sample `i` to stop; True if it was still queued (the caller reports its 'abort' at once)."
-        with self.lock:
-            if self.state.get(i) == 'queued': self.state[i] = 'done'; return True
-            if self.state.get(i) == 'running': self.aborted.add(i)
+        "Ask sample `i` to stop; True if it was not streaming its own end (queued or paused: the caller reports its 'abort' at once)."
+        with self.cv:
+            st = self.state.get(i)
+            if st in ('queued', 'paused') or (st == 'running' and i in self.pausing):
+                self.state[i] = 'done'; self.pausing.discard(i); self.resumed.discard(i); self.cv.notify_all(); return True
+            if st == 'running': self.aborted.add(i)
             return False
 
-    def is_aborted(self, i: int) -> bool: return i in self.aborted
-    def end(self, i: int) -> None:
-        with self.lock: self.state[i] = 'done'
+    def is_aborted(self, i: int) -> bool:
+        "Whether the running turn of sample `i` should stop now (aborted or paused)."
+        return i in self.aborted or i in self.pausing or self.state.get(i) == 'done'
 
 def cpu_cores() -> int:
     "Cores this process may run on."
@@ -146,11 +225,13 @@ class SequentialEngine:
         "Every chunk of `sq`, its samples streamed one after another."
         with self._exclusive:
             self._load()
-            for req in sq.requests:
-                if not sq.take(req.index): continue  # aborted while queued: its 'abort' chunk is already out
-                try: yield from self._stream_one(sq, req)
-                except Exception as e: yield Chunk(req.index, '', 0, 'error', f"{type(e).__name__}: {e}")
-                finally: sq.end(req.index)
+            while (i := sq.next_ready()) is not None:  # queued (and resumed) samples, waiting while only paused ones are left
+                req = sq.request(i)
+                try:
+                    if req.sampling.max_new_tokens <= 0: yield Chunk(i, '', 0, 'length')  # a turn with no tokens left
+                    else: yield from self._stream_one(sq, req)
+                except Exception as e: yield Chunk(i, '', 0, 'error', f"{type(e).__name__}: {e}")
+                finally: sq.end(i)
 
     def load(self) -> Any:
         "Open the model now (before the run's clock starts), not in the first question."
@@ -161,7 +242,8 @@ class SequentialEngine:
         if self._queue is not None: self.abort_all()
         sq = SampleQueue(requests)
         self._queue = sq
-        self._stream = ThreadedStream(lambda: self._samples(sq), [r.index for r in sq.requests], name=f'{self.name}-engine')
+        self._stream = ThreadedStream(lambda: self._samples(sq), [r.index for r in sq.requests], name=f'{self.name}-engine',
+                                      deliver=sq.deliver)
 
     def poll(self, timeout: float) -> list[Chunk]:
         "Chunks that arrived, waiting at most `timeout` seconds for the first."
@@ -173,7 +255,15 @@ class SequentialEngine:
         sq, stream = self._queue, self._stream
         if sq is None: return
         with sq.lock:  # the chunk is queued before the worker can pass the sample and report the stream's end
-            if sq.abort(index): stream.put(Chunk(index, '', 0, 'abort'))
+            if sq.abort(index): stream.put(Chunk(index, '', sq.tokens[index], 'abort'))
+
+    def pause(self, index: int) -> None:
+        "Stop sample `index` at a tool call: its turn ends after the current token and nothing more of it is forwarded."
+        if self._queue is not None: self._queue.pause(index)
+
+    def resume(self, index: int, keep: int, text: str) -> None:
+        "Continue paused sample `index` from its first `keep` characters and `text`, before samples not yet started."
+        if self._queue is not None: self._queue.resume(index, keep, text)
 
     def abort_all(self) -> None:
         "Stop every sample of the question."

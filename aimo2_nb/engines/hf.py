@@ -174,6 +174,7 @@ def _stream_one(self: HFEngine, sq: SampleQueue, req: SampleRequest) -> Iterator
     import torch
     i, s = req.index, req.sampling
     prompt = self._prompt(req.messages)
+    if req.prefix: prompt += list(self._tok(req.prefix, add_special_tokens=False)['input_ids'])  # a TIR turn: the plain text so far
     if len(prompt) >= self.n_ctx:
         raise ValueError(f"the prompt has {len(prompt)} tokens; the context window is {self.n_ctx} tokens")
     budget = min(s.max_new_tokens, self.n_ctx - len(prompt))

@@ -161,7 +161,9 @@ def _stream_one(self: LlamaCppEngine, sq: SampleQueue, req: SampleRequest) -> It
     "Chunks of one sample, ending with its finish (or 'abort' once `sq` says so)."
     i, s, llm = req.index, req.sampling, self._llm
     prompt, stop = self._prompt(req.messages)
-    if not self.reuse_prompt: llm.reset()  # evaluate the whole prompt: the text then depends only on the request and seed
+    if req.prefix: prompt += llm.tokenize(req.prefix.encode('utf-8'), add_bos=False, special=False)  # a TIR turn: its text so far
+    if not (self.reuse_prompt or req.prefix): llm.reset()  # evaluate the whole prompt: the text then depends only on the request and seed
+    # a TIR turn keeps llama.cpp's prompt cache: the longest prefix it still holds (the sample's own earlier turn) is not evaluated again
     it = llm.create_completion(prompt, stream=True, stop=stop, max_tokens=s.max_new_tokens, temperature=s.temperature,
                                top_p=s.top_p, top_k=s.top_k, min_p=s.min_p, repeat_penalty=s.repetition_penalty,
                                seed=req.seed % 0xFFFFFFFF)  # llama.cpp seeds are 32-bit; 0xFFFFFFFF means 'random'

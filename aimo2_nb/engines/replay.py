@@ -4,7 +4,7 @@
 
 # %% ../../nbs/08a_engine_replay.ipynb #f406cec5
 from __future__ import annotations
-import hashlib, heapq, itertools, os, signal, threading
+import dataclasses, hashlib, heapq, itertools, os, signal, threading
 from dataclasses import dataclass
 from typing import Callable, Sequence
 from ..core import Clock, RealClock, VirtualClock, check, check_choice, patch
@@ -42,26 +42,30 @@ class TimedEngine:
         self.fail_start, self.fail_poll_after = fail_start, fail_poll_after  # faults: raise in start / after N polls
         self.aborted: list[int] = []  # abort calls, in order
         self.heap, self.seq, self.tokens, self.open, self.polls = [], itertools.count(), {}, set(), 0
+        self.reqs: dict[int, SampleRequest] = {}; self.text: dict[int, str] = {}; self.paused: set[int] = set()
 
     def _script(self, r: SampleRequest) -> Sequence[Step]:
         return self.scripts(r) if callable(self.scripts) else self.scripts[r.index % len(self.scripts)]
 
     def start(self, requests: Sequence[SampleRequest]) -> None:
         if self.fail_start: raise RuntimeError(self.fail_start)
-        self.heap, self.tokens, self.open, self.polls = [], {}, set(), 0
-        now = self.clock.now()
+        self.heap, self.tokens, self.open, self.polls, self.paused = [], {}, set(), 0, set()
         for r in requests:
-            self.tokens[r.index] = 0; self.open.add(r.index)
-            t = now
-            for st in self._script(r):
-                t += st.dt
-                heapq.heappush(self.heap, (t, next(self.seq), r.index, st))
+            self.tokens[r.index], self.reqs[r.index], self.text[r.index] = 0, r, ''
+            self.open.add(r.index); self._play(r)
+
+    def _play(self, r: SampleRequest) -> None:
+        "Schedule the script of request `r` from now."
+        t = self.clock.now()
+        for st in self._script(r):
+            t += st.dt
+            heapq.heappush(self.heap, (t, next(self.seq), r.index, st))
 
 # %% ../../nbs/08a_engine_replay.ipynb #c176f792
 @patch
 def _chunk(self: TimedEngine, i: int, st: Step) -> Chunk:
     n = st.tokens if st.tokens is not None else (max(1, len(st.text) // 4) if st.text else 0)
-    self.tokens[i] += n
+    self.tokens[i] += n; self.text[i] = self.text.get(i, '') + st.text
     if st.finish: self.open.discard(i)
     return Chunk(i, st.text, self.tokens[i], st.finish, st.error, st.logprobs)
 
@@ -92,6 +96,21 @@ def abort(self: TimedEngine, index: int) -> None:
     heapq.heappush(self.heap, (t, next(self.seq), index, Step(0, '', 0, 'abort')))
 
 @patch
+def pause(self: TimedEngine, index: int) -> None:
+    "Stop sample `index` at a tool call: its scripted rest is dropped (`abort_lag` tokens still count)."
+    if index not in self.open or index in self.paused: return
+    self.heap = [h for h in self.heap if h[2] != index]; heapq.heapify(self.heap)
+    self.tokens[index] += self.abort_lag; self.paused.add(index)
+
+@patch
+def resume(self: TimedEngine, index: int, keep: int, text: str) -> None:
+    "Continue paused sample `index`: its script is asked again with the text so far as the request's prefix."
+    if index not in self.paused or index not in self.open: return
+    self.paused.discard(index)
+    self.text[index] = self.text[index][:max(0, keep)] + text
+    self._play(dataclasses.replace(self.reqs[index], prefix=self.text[index]))
+
+@patch
 def abort_all(self: TimedEngine) -> None:
     for i in sorted(self.open): self.abort(i)
 
@@ -118,6 +137,8 @@ class ScriptedEngine(TimedEngine):
         if self.fault == 'empty': return [Step(self.delay_s, '', 0, 'stop')]
         q = r.messages[-1]['content'] if r.messages else ''
         v = hash_answer(q, self.modulus) if self.answer == 'hash' else self.answer
+        if r.kind == 'tir' and not r.prefix:  # a TIR sample asks its tool first, and answers once it has seen the output
+            return [Step(self.delay_s, '')] + say(f"Let me compute it.\n```python\nprint({v})\n```\n", self.tok_s, 16, None)
         return [Step(self.delay_s, '')] + say(f"Thinking briefly. The answer is \\boxed{{{v}}}.", self.tok_s, 16)
 
     def start(self, requests):
@@ -184,6 +205,7 @@ class ReplayEngine:
         self.ticks = [e for e in events if e.kind == 'tick']
         starts = [e for e in events if e.kind == 'code_start']
         done = {(e.sample, e.block): (result_factory(e) if result_factory else e) for e in events if e.kind == 'code_done'}
+        done |= {(e.sample, e.call): e for e in events if e.kind == 'tool_call'}  # a TIR call's result: the output it fed back
         self.executor = ReplayExecutor(starts, done)
         self.i, self.base, self.aborted = 0, 0.0, []
     def start(self, requests: Sequence[SampleRequest]) -> None:
@@ -196,4 +218,6 @@ class ReplayEngine:
         for key in tk.code_done: self.executor.release(key)
         return [Chunk(*c) for c in tk.chunks]
     def abort(self, index: int) -> None: self.aborted.append(index)
+    def pause(self, index: int) -> None: pass  # the recorded ticks already hold what followed
+    def resume(self, index: int, keep: int, text: str) -> None: pass
     def abort_all(self) -> None: self.aborted.append(-1)
