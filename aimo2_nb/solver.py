@@ -13,7 +13,8 @@ from .answers import AnswerParser, BoxedAnswer, CodeBlock, OutputFence, code_ans
 from .vote import Confidence, SampleAnswer, VoteResult, sample_vote, vote
 from .policies import QuestionPlan, QuestionView, SampleView, StopDecision, plan_question, question_stop, question_view, conf_threshold, sample_stop
 from .prompts import build_requests
-from .engines.base import Chunk, Engine, FinishReason
+from .engines.base import Chunk, Engine, FinishReason, supports_turns
+from .tools import tool_output
 from . import trace as T
 
 _log = logging.getLogger(__name__)
@@ -40,14 +41,21 @@ class _SampleState:
     stop_reason: SampleStopReason | None = None
     stop_tokens: int | None = None
     conf: Confidence = field(default_factory=Confidence)  # from its tokens' log-probabilities, when the engine gives them
+    held: dict | None = None  # a TIR sample paused at a tool call: block, code, end offset, loop iteration, tokens, result
+    calls: int = 0  # tool calls run (TIR)
+    tool_s: float = 0.0  # tool seconds used (TIR)
+    tool_values: list = field(default_factory=list)  # answers its tool outputs printed (TIR; recorded, not votes)
+    session: Any = None  # its executor session (TIR)
 
     def view(self, threshold: float | None = None) -> SampleView:
         "What the sample-level stop rule sees of it (`threshold`: the question's confidence threshold)."
         return SampleView(self.kind, self.boxed, self.code_answer, self.n_blocks, len(self.pending), self.fence,
                           self.conf.window_nll, threshold)
     def answer(self) -> SampleAnswer:
-        "Its answers, as the vote takes them."
-        return SampleAnswer(self.index, self.boxed, self.code_answer, float(self.seq if self.seq is not None else -1), self.kind, self.conf.tail_nll)
+        "Its answers, as the vote takes them (a TIR sample's last tool answer only if it ended without a boxed one)."
+        code = self.code_answer
+        if self.kind == 'tir' and self.tool_values and self.boxed is None and self.finish is not None: code = self.tool_values[-1]
+        return SampleAnswer(self.index, self.boxed, code, float(self.seq if self.seq is not None else -1), self.kind, self.conf.tail_nll)
 
 # %% ../nbs/09_solver.ipynb #1b255413
 @dataclass
@@ -112,6 +120,7 @@ class _QuestionRun:
         self.samples: list[_SampleState] = []
         self.seq, self.k, self.stopped = 0, 0, False
         self.tick_chunks: list = []; self.tick_code: list = []
+        self.turns = supports_turns(self.eng)  # TIR samples pause at tool calls (else they run as code samples)
 
     def rel(self) -> float:
         "Seconds since the question started."
@@ -170,6 +179,7 @@ def on_parse(self: _QuestionRun, s: _SampleState, ev, t: float) -> None:
     elif isinstance(ev, CodeBlock):
         s.n_blocks += 1
         self.emit(T.CodeStart(self.qid, t, s.index, ev.index, ev.code, s.tokens))
+        if s.kind == 'tir' and self.turns: return self.call_tool(s, ev, t)
         timeout = min(self.cfg.executor.timeout, max(0.1, self.loop_end - self.clock.now()))
         try: s.pending[ev.index] = self.s.executor.submit(ev.code, timeout)
         except Exception as e:
@@ -188,14 +198,20 @@ def on_chunk(self: _QuestionRun, ch: Chunk, t: float) -> None:
     if s.finish is not None: return
     text = ch.text if isinstance(ch.text, str) else ''
     if isinstance(ch.tokens, int) and ch.tokens >= s.tokens: s.tokens = ch.tokens
+    if s.held is not None:  # paused at a tool call: text of the paused turn is dropped; only its end (an abort) counts
+        if ch.finish is not None: s.finish, s.error = ch.finish, ch.error
+        return
     if self.cfg.trace.chunks == 'all': self.tick_chunks.append([ch.index, text, s.tokens, ch.finish, ch.error])
     evs = s.parser.feed(text) if text else []
     if ch.finish is not None:
         evs += s.parser.finish()
         s.finish, s.error = ch.finish, ch.error
+        if s.kind == 'tir' and s.tool_values and s.boxed is None: self.arrived(s)  # its last tool answer now votes
         if ch.finish == 'error': self.error(f'sample {s.index}', ch.error or 'engine error')
     if s.stop_reason is None and not self.stopped:
-        for ev in evs: self.on_parse(s, ev, t)
+        for ev in evs:
+            self.on_parse(s, ev, t)
+            if s.held is not None: break  # the rest was written past a tool call: not part of the sample
     if ch.logprobs:
         s.conf.feed(ch.logprobs)
         if self.cfg.stop.conf_filter and not self.stopped: self.check_sample(s, t)
@@ -204,6 +220,7 @@ def on_chunk(self: _QuestionRun, ch: Chunk, t: float) -> None:
 @patch
 def on_code(self: _QuestionRun, s: _SampleState, block: int, res: Any, t: float) -> None:
     "Record the result of code block `block` of sample `s`; its stdout may give the sample's code answer."
+    if s.held is not None and s.held['block'] == block: s.held['res'] = res; return  # a TIR call: fed back by `resume_tools`
     lim = self.cfg.trace.text_limit
     if res is None or isinstance(res, BaseException) or not hasattr(res, 'status'):
         msg = f"{type(res).__name__}: {res}" if isinstance(res, BaseException) else f"no result ({type(res).__name__})"
@@ -213,7 +230,8 @@ def on_code(self: _QuestionRun, s: _SampleState, block: int, res: Any, t: float)
         value = code_answer(res.stdout or '', self.cfg.answers) if res.status == 'ok' else None
         self.emit(T.CodeDone(qid=self.qid, t=t, sample=s.index, block=block, status=res.status, value=value,
                              stdout=(res.stdout or '')[-lim:], stderr=(res.stderr or '')[-lim:], truncated=bool(res.truncated),
-                             duration=float(res.duration), error=getattr(res, 'error', None)))
+                             duration=float(res.duration), error=getattr(res, 'error', None),
+                             isolation=str(getattr(res, 'isolation', '') or '')))
     if value is not None and not self.stopped:
         s.code_answer = value; self.arrived(s)
         self.emit(T.Answer(self.qid, t, s.index, 'code', value, str(value), s.tokens))
@@ -232,6 +250,46 @@ def collect_code(self: _QuestionRun, t: float) -> None:
             self.tick_code.append([s.index, block])
             try: self.on_code(s, block, res, t)
             except Exception as e: self.sample_failed(s.index, e)
+
+# %% ../nbs/09_solver.ipynb #73d4d60c
+@patch
+def session_of(self: _QuestionRun, s: _SampleState) -> Any:
+    "The executor session of TIR sample `s` (opened on its first call; the executor itself if it has no sessions)."
+    if s.session is None:
+        ex = self.s.executor
+        s.session = ex.session() if callable(getattr(ex, 'session', None)) else ex
+    return s.session
+
+@patch
+def call_tool(self: _QuestionRun, s: _SampleState, ev: CodeBlock, t: float) -> None:
+    "Pause TIR sample `s` at code block `ev` and run the block in its session (or refuse it past the limits)."
+    tl = self.cfg.tools
+    s.held = dict(block=ev.index, code=ev.code, end=ev.end, k=self.k, tokens=s.tokens, limit='')
+    try: self.eng.pause(s.index)
+    except Exception as e: s.held = None; return self.sample_failed(s.index, e)
+    if s.calls >= tl.calls: s.held['limit'] = f"{tl.calls} tool calls used"; return
+    left = min(tl.total_s - s.tool_s, self.loop_end - self.clock.now())
+    if left < 0.05: s.held['limit'] = 'no tool time left'; return
+    s.calls += 1
+    try: s.pending[ev.index] = self.session_of(s).submit(ev.code, min(tl.timeout_s, left))
+    except Exception as e: s.held['res'] = e
+
+@patch
+def resume_tools(self: _QuestionRun, t: float) -> None:
+    "Feed back every finished tool call whose pause a poll has passed, and resume its sample."
+    for s in self.samples:
+        h = s.held
+        if h is None or s.finish is not None or s.stop_reason is not None or self.k <= h['k']: continue
+        if not h['limit'] and 'res' not in h: continue
+        out = tool_output(h.get('res'), self.cfg.tools, self.cfg.answers, h['limit'])
+        kept = s.parser.text[:h['end']]
+        try: self.eng.resume(s.index, h['end'], out.text)
+        except Exception as e: self.sample_failed(s.index, e); continue
+        s.held, s.tool_s = None, s.tool_s + out.seconds
+        s.parser = AnswerParser(self.cfg.answers); s.parser.feed(kept + out.text)  # its events were handled as they came
+        if out.value is not None: s.tool_values.append(out.value)
+        self.emit(T.ToolCall(self.qid, t, s.index, h['block'], h['code'], out.text, out.seconds, out.status, out.value,
+                             h['tokens'], h['end'], out.restarted, out.isolation))
 
 # %% ../nbs/09_solver.ipynb #b00e3a8d
 @patch
@@ -260,6 +318,7 @@ def loop(self: _QuestionRun) -> tuple[StopDecision, float]:
                 if not (isinstance(i, int) and 0 <= i < len(self.samples)): raise  # not one sample's: a solver bug
                 self.sample_failed(i, e)
         self.collect_code(t)
+        self.resume_tools(t)
         if dec is None: dec = question_stop(self.view(t), tier, self.cfg.stop)
         if (chunks and self.cfg.trace.chunks == 'all') or self.tick_code or dec is not None:
             self.emit(T.Tick(self.qid, t, self.k, self.tick_chunks, self.tick_code))
@@ -290,13 +349,20 @@ def drain(self: _QuestionRun, dec: StopDecision) -> None:
     t = self.rel()
     for s in self.samples:
         for block in list(s.pending):
-            self.emit(T.CodeDone(qid=self.qid, t=t, sample=s.index, block=block, status='cancelled', value=None, stdout='',
-                                 stderr='', error='question stopped'))
+            if s.held is not None and s.held['block'] == block:
+                self.emit(T.ToolCall(self.qid, t, s.index, block, s.held['code'], '', 0.0, 'cancelled', None, s.held['tokens'], s.held['end']))
+            else:
+                self.emit(T.CodeDone(qid=self.qid, t=t, sample=s.index, block=block, status='cancelled', value=None, stdout='',
+                                     stderr='', error='question stopped'))
             try: s.pending[block].cancel()
             except Exception: _log.debug('cancelling a code run failed', exc_info=True)  # it ends with the question anyway
         s.pending.clear()
+        if s.session is not None and s.session is not self.s.executor:
+            try: s.session.close()
+            except Exception as e: self.error('executor.session', e)
+        text = s.parser.text if s.held is None else s.parser.text[:s.held['end']]
         after = s.tokens - s.stop_tokens if s.stop_tokens is not None else 0
-        self.emit(T.SampleEnd(self.qid, t, s.index, s.finish or 'unfinished', s.tokens, after, s.parser.text, s.error, s.conf.summary()))
+        self.emit(T.SampleEnd(self.qid, t, s.index, s.finish or 'unfinished', s.tokens, after, text, s.error, s.conf.summary()))
 
 # %% ../nbs/09_solver.ipynb #763e068f
 @patch
@@ -330,6 +396,11 @@ def run(self: _QuestionRun) -> SolveResult:
     if self.plan.fallback_only:
         self.emit(T.QuestionStop(self.qid, 0.0, 'no_time', f"limit {self.plan.limit_s:.1f}s is too short"))
         return self.finish('no_time')
+    if (n_tir := sum(r.kind == 'tir' for r in requests)):
+        if not self.turns: self.error('engine', f"{type(self.eng).__name__} cannot pause and resume samples: tir samples run as code samples")
+        elif callable(getattr(self.s.executor, 'prewarm_sessions', None)):
+            try: self.s.executor.prewarm_sessions(2 * n_tir)  # a spare session per running sample (AIMO-3: 2x beat 1x)
+            except Exception as e: self.error('executor.prewarm_sessions', e)
     try: self.eng.start(requests)
     except Exception as e:
         self.error('engine.start', e)
