@@ -44,3 +44,22 @@ def test_aimo2_solve_bad_input_is_a_clear_error(tmp_path):
     p = subprocess.run([sys.executable, '-m', 'aimo2_nb.cli', 'solve', '--csv', str(tmp_path / 'missing.csv')],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and 'file not found' in p.stderr and 'Traceback' not in p.stderr
+
+def test_aimo2_solve_tir_with_the_real_cpu_model(tmp_path):
+    "TIR end to end on the embedded model: every python block it closes runs and its real output is fed back."
+    trace = tmp_path / 'trace.jsonl'
+    cmd = [sys.executable, '-m', 'aimo2_nb.cli', 'solve', 'Use Python to compute the sum of all positive divisors of 360.',
+           '--model', 'qwen2.5-coder-0.5b', '--samples', '2', '--max-tokens', '400', '--trace', str(trace),
+           '--set', 'prompts.list=[tir]']
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    evs = read_events(trace)
+    assert next(e for e in evs if e.kind == 'question_start').kinds == ['tir', 'tir']
+    starts, calls = [e for e in evs if e.kind == 'code_start'], [e for e in evs if e.kind == 'tool_call']
+    assert starts, 'the model wrote no python block: nothing of the tool loop ran'
+    assert [(c.sample, c.call) for c in calls] == [(s.sample, s.block) for s in starts]  # every block became a tool call
+    ends = {e.sample: e for e in evs if e.kind == 'sample_end'}
+    for c in calls:
+        if c.status != 'cancelled':  # fed back: the real output sits in the sample's text where its code ended
+            assert ends[c.sample].text[c.at:c.at + len(c.output)] == c.output and c.output.startswith('\n```output\n')
+    assert not [e for e in evs if e.kind == 'error']

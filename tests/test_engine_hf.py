@@ -5,7 +5,7 @@ Needs torch and transformers (CI installs them through .ci/extra-install): skipp
 where their absence is a failure. No test downloads anything. About 20 s on two cores.
 """
 from __future__ import annotations
-import importlib.util, json, os, random, time
+import dataclasses, importlib.util, json, os, random, time
 from pathlib import Path
 
 import pytest
@@ -293,3 +293,35 @@ def test_solver_end_to_end(tmp_path):
     assert res.answer == 391, (res.reason, res.samples)
     assert res.tokens > 0 and all(s['tokens'] > 0 for s in res.samples)
     assert {s['stop'] for s in res.samples} == {'cot_boxed', 'code_boxed_no_code'}  # both samples boxed 391 themselves
+
+
+# ---------------------------------------------------------------- log-probabilities and TIR turns
+
+def test_logprobs_are_the_models_own(eng):
+    "With `sampling.logprobs`, each chunk carries its token's log-probability: equal to a teacher-forced forward pass."
+    eng.start([req(0, n=12, temperature=0.0, logprobs=1)])
+    got = [c for c in drain(eng, [0]) if c.index == 0]
+    lps = [lp for c in got for lp in c.logprobs]
+    ids = reference(eng, MSGS, 1, 12, temperature=0.0)
+    assert len(lps) == len(ids) == got[-1].tokens
+    x = torch.tensor([eng._prompt(MSGS) + ids])
+    with torch.inference_mode(), eng._exclusive:
+        logits = eng._lm(input_ids=x).logits[0].float()
+    want = torch.log_softmax(logits, -1)[len(x[0]) - len(ids) - 1:-1].gather(1, torch.tensor(ids)[:, None])[:, 0]
+    assert torch.allclose(torch.tensor(lps), want, atol=1e-3)
+    eng.start([req(1, n=5)])
+    assert all(c.logprobs == () for c in drain(eng, [1]))  # off unless asked
+
+
+def test_a_tir_turn_continues_from_the_plain_prefix(eng):
+    "A continued turn is the prompt plus its text so far: the same tokens as a fresh sample whose prompt ends with that text."
+    prefix = 'The answer is'
+    eng.start([dataclasses.replace(req(0, n=8, temperature=0.0), prefix=prefix)])
+    text = text_of(drain(eng, [0]), 0)
+    ids = eng._prompt(MSGS) + eng._tok(prefix, add_special_tokens=False)['input_ids']
+    with eng._exclusive:
+        out = eng._lm.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long), do_sample=False,
+                               max_new_tokens=8, eos_token_id=sorted(eng.stop_ids), pad_token_id=eng._tok.pad_token_id,
+                               repetition_penalty=SAMP['repetition_penalty'])
+    new = out[0, len(ids):].tolist()
+    assert text == eng._tok.decode([t for t in new if t not in eng.stop_ids], skip_special_tokens=True)

@@ -188,12 +188,15 @@ def _stream_one(self: HFEngine, sq: SampleQueue, req: SampleRequest) -> Iterator
         while True:
             out = self._lm(input_ids=step, use_cache=True, **{self._cache_kw: cache}, **extra)
             cache = getattr(out, self._cache_kw)
-            t = pick_token(ids, out.logits[:, -1].to(dtype=torch.float32, copy=True), s, procs, gen)
+            logits = out.logits[:, -1].to(dtype=torch.float32, copy=True)
+            raw = torch.log_softmax(logits, dim=-1) if s.logprobs else None  # the model's own distribution (lmdeploy's 'raw_logprobs')
+            t = pick_token(ids, logits, s, procs, gen)
+            lp = (float(raw[0, t]),) if raw is not None else ()
             n += 1
-            if t in self.stop_ids: yield Chunk(i, det.flush(), n, 'stop'); return
+            if t in self.stop_ids: yield Chunk(i, det.flush(), n, 'stop', logprobs=lp); return
             text = det.add(t)
-            if n >= budget: yield Chunk(i, text + det.flush(), n, 'length'); return
-            yield Chunk(i, text, n)
+            if n >= budget: yield Chunk(i, text + det.flush(), n, 'length', logprobs=lp); return
+            yield Chunk(i, text, n, logprobs=lp)
             if sq.is_aborted(i): yield Chunk(i, det.flush(), n, 'abort'); return
             step = torch.tensor([[t]], device=self.device)
             ids = torch.cat([ids, step], dim=-1)
