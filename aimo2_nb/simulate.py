@@ -31,7 +31,7 @@ class Mark:
     tokens: int
     what: MarkKind  # 'boxed' answer, a python block ending ('code'), an ```output fence after a block ('fence'),
                     # a TIR sample's tool call ('tool': it waits for the output, then goes on; never an answer)
-    value: int | None = None  # boxed: the normalised answer; code: the run's answer (None: it failed or printed none)
+    value: int | None = None  # boxed: the normalised answer; code, tool: the run's answer (None: it failed or printed none)
     run_s: float = 0.0  # code: seconds from the block's end to its result; tool: seconds the sample waits
 
 @dataclass(frozen=True)
@@ -89,21 +89,25 @@ def _marks_from_ticks(evs: list, n: int, cfg: RunConfig, kinds: Sequence = ()) -
     marks, known, cut = [[] for _ in range(n)], [0] * n, [False] * n
     tir = [i < len(kinds) and kinds[i] == 'tir' for i in range(n)]
     found = [[] for _ in range(n)]  # TIR samples: (mark, end offset in the parser's text)
-    todo, waiting = [list(tools.get(i, [])) for i in range(n)], [False] * n  # calls not yet resumed; a block awaits its call
-    for tk in (e for e in evs if e.kind == 'tick'):
-        for i, text, tokens, finish, _err in tk.chunks:
+    todo, waiting = [list(tools.get(i, [])) for i in range(n)], [False] * n  # calls not yet fed back; paused at a block
+    for e in evs:
+        if e.kind == 'tool_call' and 0 <= e.sample < n and tir[e.sample] and not cut[e.sample]:
+            i = e.sample
+            if waiting[i] and todo[i]: parsers[i] = _resume(parsers[i], todo[i].pop(0), found[i], cfg); waiting[i] = False
+            continue
+        if e.kind != 'tick': continue
+        for i, text, tokens, finish, _err in e.chunks:
             if not 0 <= i < n or cut[i]: continue
-            if tir[i]:
-                while waiting[i] and todo[i] and int(tokens or 0) > todo[i][0].tokens:  # this chunk is from after the call
-                    parsers[i] = _resume(parsers[i], todo[i].pop(0), found[i], cfg); waiting[i] = False
             p, known[i] = parsers[i], max(known[i], int(tokens or 0))
             for ev in (p.feed(text) if text else []) + (p.finish() if finish is not None else []):
                 if tir[i]:
+                    if waiting[i]: break  # written past the block that paused it: dropped by the solver
                     if isinstance(ev, BoxedAnswer): found[i].append((Mark(known[i], 'boxed', ev.value), ev.end))
                     elif isinstance(ev, OutputFence): found[i].append((Mark(known[i], 'fence'), ev.start + 1))
-                    elif isinstance(ev, CodeBlock) and not waiting[i]:  # a block after the one that paused it: discarded
-                        if not todo[i]: cut[i] = True; break  # its run never came back
-                        found[i].append((Mark(known[i], 'tool', None, float(todo[i][0].seconds)), ev.end)); waiting[i] = True
+                    elif isinstance(ev, CodeBlock):
+                        call = todo[i][0] if todo[i] else None
+                        if call is None or call.status == 'cancelled': cut[i] = True; break  # its run never came back
+                        found[i].append((Mark(known[i], 'tool', call.value, float(call.seconds)), ev.end)); waiting[i] = True
                 elif isinstance(ev, BoxedAnswer): marks[i].append(Mark(known[i], 'boxed', ev.value))
                 elif isinstance(ev, OutputFence): marks[i].append(Mark(known[i], 'fence'))
                 elif isinstance(ev, CodeBlock):
@@ -122,7 +126,7 @@ def _marks_from_decisions(evs: list, n: int, kinds: Sequence = ()) -> list:
         if not 0 <= getattr(e, 'sample', -1) < n: continue
         tir = e.sample < len(kinds) and kinds[e.sample] == 'tir'
         if e.kind == 'answer' and e.source == 'boxed': marks[e.sample].append(Mark(e.tokens, 'boxed', e.value))
-        elif e.kind == 'tool_call': marks[e.sample].append(Mark(e.tokens, 'tool', None, float(e.seconds)))
+        elif e.kind == 'tool_call' and e.status != 'cancelled': marks[e.sample].append(Mark(e.tokens, 'tool', e.value, float(e.seconds)))
         elif e.kind == 'code_start' and not tir:  # a TIR sample's runs are its tool calls: never answers
             m = _code_mark(e.tokens, res.get((e.sample, e.block)))
             if m is not None: marks[e.sample].append(m)
@@ -307,13 +311,18 @@ class _SimSample:
     pending: list = field(default_factory=list)  # [ready time, value]
     fence: bool = False
     wait: float = 0.0  # a TIR sample waits for its tool output until this time (it generates nothing meanwhile)
+    tool: int | None = None  # a TIR sample's last tool answer: its vote if it ends without a boxed one
     seq: int | None = None
     stop: str | None = None
     done: bool = False
     def view(self) -> SampleView:
         return SampleView(self.rec.kind, self.boxed, self.code, self.n_blocks, len(self.pending), self.fence)
-    def answer(self) -> SampleAnswer:
-        return SampleAnswer(self.rec.index, self.boxed, self.code, float(self.seq if self.seq is not None else -1), self.rec.kind, self.rec.conf)
+    def tool_votes(self, final: bool = False) -> bool:
+        "A TIR sample that ended (or the question did) without a boxed answer votes with its last tool answer (as the solver)."
+        return self.rec.kind == 'tir' and self.tool is not None and self.boxed is None and (final or not self.running)
+    def answer(self, final: bool = False) -> SampleAnswer:
+        code = self.tool if self.tool_votes(final) else self.code
+        return SampleAnswer(self.rec.index, self.boxed, code, float(self.seq if self.seq is not None else -1), self.rec.kind, self.rec.conf)
     @property
     def running(self) -> bool: return self.stop is None and not self.done
     def generating(self, t: float) -> bool: return self.running and self.wait <= t + _EPS
@@ -370,10 +379,14 @@ def simulate_question(q: RecQuestion, plan: QuestionPlan, cfg: RunConfig, sim: S
                 if m.what == 'boxed' and m.value is not None: s.boxed = m.value
                 elif m.what == 'code': s.n_blocks += 1; s.pending.append([t + m.run_s, m.value])
                 elif m.what == 'fence': s.fence = True
-                elif m.what == 'tool': s.n_blocks += 1; s.wait = t + m.run_s
+                elif m.what == 'tool':
+                    s.n_blocks += 1; s.wait = t + m.run_s
+                    if m.value is not None: s.tool = m.value
                 if (s.boxed is not None or s.code is not None) and s.seq is None: s.seq, seq = seq, seq + 1
                 if (why := sample_stop(s.view(), cfg.stop)) is not None: s.stop = why
-            if s.generating(t) and s.tok >= s.end - _EPS: s.done = True
+            if s.generating(t) and s.tok >= s.end - _EPS:
+                s.done = True
+                if s.tool_votes() and s.seq is None: s.seq, seq = seq, seq + 1  # its last tool answer arrives as its vote
         for s in S:  # code results that are ready
             for p in [p for p in s.pending if p[0] <= t + _EPS]:
                 s.pending.remove(p)
@@ -394,7 +407,7 @@ def simulate_question(q: RecQuestion, plan: QuestionPlan, cfg: RunConfig, sim: S
         dt = max(0.0, min(dts))
         t += dt
         for s in running: s.tok = min(s.end, s.tok + rate * dt)
-    v = vote([s.answer() for s in S], cfg.vote)
+    v = vote([s.answer(final=True) for s in S], cfg.vote)
     return QResult(q.qid, v.answer, q.gold, dec.reason, t + sim.overhead_s, plan.limit_s,
                    int(round(sum(s.tok for s in S))), tier.speed, len(S), v.fallback)
 
@@ -402,8 +415,8 @@ def simulate_question(q: RecQuestion, plan: QuestionPlan, cfg: RunConfig, sim: S
 def no_early_stop(cfg: RunConfig) -> RunConfig:
     "`cfg` with every sample- and question-level early stop switched off (time limits stay)."
     out = from_dict(RunConfig, to_dict(cfg))
-    out.stop = StopConfig(cot_at_boxed=False, code_at_answer=False, code_boxed_without_code=False, output_fence='off',
-                          rules=[], use_min_answers=False)
+    out.stop = StopConfig(cot_at_boxed=False, tir_at_boxed=False, code_at_answer=False, code_boxed_without_code=False,
+                          output_fence='off', rules=[], use_min_answers=False)
     for t in out.speed.tiers: t.early = []
     return out
 

@@ -297,10 +297,14 @@ def trace_html(trace: Sequence, style: bool = True) -> str:
     return '\n'.join(h)
 
 def _lane_vote(L: dict) -> int | None:
-    "What the lane's sample voted for: its last code answer (a TIR sample: its last boxed one), else its last answer."
+    "What the lane's sample voted for: its last code answer, else its last answer (TIR: its boxed one, else its last tool answer)."
     ans = [e for e in L['events'] if e.kind == 'answer']
-    first = [e.value for e in ans if (e.source != 'code') == (L['kind'] == 'tir')]
-    return first[-1] if first else (ans[-1].value if ans else None)
+    if L['kind'] == 'tir':
+        boxed = [e.value for e in ans if e.source == 'boxed' and e.value is not None]
+        tools = [e.value for e in L['events'] if e.kind == 'tool_call' and e.value is not None]
+        return boxed[-1] if boxed else (tools[-1] if tools else None)
+    code = [e.value for e in ans if e.source == 'code']
+    return code[-1] if code else (ans[-1].value if ans else None)
 
 # %% ../nbs/14_viewer.ipynb #01c62c40
 def _results(run_dir: Path) -> dict[str, dict]:

@@ -136,8 +136,8 @@ def test_tir_trace_replays(tmp_path, chunks):
     (q,) = load_input(tmp_path)
     s0, s1, s2, s3 = q.samples
     assert [s.kind for s in q.samples] == ['tir', 'tir', 'cot', 'tir']
-    assert s0.marks == (Mark(30, 'tool', None, 0.5), Mark(45, 'boxed', 42))
-    assert s1.marks == (Mark(20, 'tool', None, 0.2), Mark(28, 'boxed', 42))  # not the discarded boxed 1, no code answer
+    assert s0.marks == (Mark(30, 'tool', 42, 0.5), Mark(45, 'boxed', 42))
+    assert s1.marks == (Mark(20, 'tool', 1, 0.2), Mark(28, 'boxed', 42))  # not the discarded boxed 1, no code mark
     assert s2.marks == (Mark(10, 'boxed', 41),)
     assert (s0.n_tokens, s0.censored, s1.censored) == (45, False, False)
     assert s3.censored and s3.marks == ()
@@ -162,3 +162,36 @@ def test_tir_answers_table_rows(tmp_path):
         assert [(m.what, m.tokens, m.value) for m in q.marks] == [('boxed', int(r['first_answer_token']), int(r['answer']))]
     rep = simulate(qs, RunConfig(), SimConfig(bootstrap=5, curve='h100-gptoss120b-est'))
     assert rep.n_questions == 2 and 0 <= rep.expected_score <= 1
+
+
+def test_a_solver_tir_run_replays(tmp_path):
+    "A TIR question run by the solver (scripted engine and sandbox, every early stop off) replays to the same answer."
+    import re
+    from types import SimpleNamespace
+    from aimo2_nb.config import PromptConfig, PromptSpec, SpeedConfig, Tier
+    from aimo2_nb.engines.replay import ScriptedExecutor, Step, TimedEngine, say
+    from aimo2_nb.simulate import Mark
+    from aimo2_nb.solver import Solver
+    def run_print(code):
+        v = re.search(r'print\((\d+)\)', code).group(1)
+        return SimpleNamespace(status='ok', stdout=v + '\n', stderr='', truncated=False, duration=0.01, error=None)
+    def script(req):  # sample i prints 100+i%2, is shown it (and invents 999 first), boxes what it was shown; 2 boxes nothing
+        if not req.prefix:
+            return [Step(0.5, f"Compute.\n```python\nprint({100 + req.index % 2})\n```\n", 10),
+                    Step(0.5, '```output\n999\n```\n\\boxed{999}', 7), Step(1e9, 'never')]
+        shown = req.prefix.split('```output')[-1].split()[0]
+        return say('Nothing to add.' if req.index == 2 else f"It printed {shown}, so \\boxed{{{shown}}}.", 20, 8)
+    cfg = no_early_stop(RunConfig())
+    cfg.prompts = PromptConfig([PromptSpec('tir', 'sys', '', '', 3)])
+    cfg.speed = SpeedConfig([Tier(3, 3, 100.0, 99, [])], adaptive=False)
+    cfg.budget.total_s, cfg.budget.reserve_s, cfg.budget.n_questions = 10_000.0, 0.0, 1
+    eng = TimedEngine(script)
+    r = Solver(eng, cfg, executor=ScriptedExecutor(run_print, eng.clock, 0.5), trace_path=tmp_path / 'traces.jsonl').solve('q', 'q1', 100)
+    (q,) = load_input(tmp_path)
+    calls = {e.sample: e for e in r.trace if e.kind == 'tool_call'}
+    assert [s.kind for s in q.samples] == ['tir'] * 3 and not any(s.censored for s in q.samples)
+    for s in q.samples:  # one tool call (the invented 999 is gone), then its box
+        assert [(m.what, m.value) for m in s.marks] == [('tool', 100 + s.index % 2)] + ([('boxed', 100 + s.index % 2)] if s.index != 2 else [])
+        assert s.marks[0] == Mark(calls[s.index].tokens, 'tool', calls[s.index].value, calls[s.index].seconds)
+    rep = simulate([q], cfg, SimConfig(bootstrap=0, throughput=[[1, 20.0], [64, 1280.0]]))
+    assert rep.questions[0]['answer'] == r.answer == 100  # sample 2 has no box: its tool answer 100 votes, as in the solver

@@ -179,3 +179,36 @@ def test_widget_frames_the_page(tmp_path):
     assert len(csp) == 1 and "default-src 'none'" in csp[0]['content'] and 'script-src' not in csp[0]['content']
     assert not [t for t, a in inner if t in ('script', 'img', 'a', 'iframe')]
     assert '&lt;script&gt;window.pwned=1&lt;/script&gt;' in v.page
+
+def test_a_solver_tir_run_shows_its_turns():
+    "A TIR question run by the solver (scripted engine and sandbox): the real output shown, the invented one gone."
+    import re
+    from types import SimpleNamespace
+    from aimo2_nb.config import RunConfig, PromptConfig, PromptSpec, SpeedConfig, Tier
+    from aimo2_nb.engines.replay import ScriptedExecutor, Step, TimedEngine, say
+    from aimo2_nb.solver import Solver
+    def run_print(code):
+        v = re.search(r'print\((\d+)\)', code).group(1)
+        return SimpleNamespace(status='ok', stdout=v + '\n', stderr='', truncated=False, duration=0.01, error=None)
+    def script(req):
+        if req.prefix.count('```output') == 0:
+            return [Step(0.5, f"Compute.\n```python\nprint({7 + req.index})\n```\n", 10), Step(0.5, '```output\n999\n```', 7), Step(1e9, 'x')]
+        if req.index == 0 and req.prefix.count('```output') == 1:
+            return [Step(0.5, "Check.\n```python\nprint(8)\n```\n", 10), Step(1e9, 'x')]
+        return say(f"So \\boxed{{{req.prefix.split('```output')[-1].split()[0]}}}.", 20, 8)
+    cfg = RunConfig()
+    cfg.prompts = PromptConfig([PromptSpec('tir', 'sys', '', '', 2)])
+    cfg.speed = SpeedConfig([Tier(3, 2, 100.0, 99, [])], adaptive=False)
+    cfg.stop.rules, cfg.stop.use_min_answers = [], False
+    cfg.budget.total_s, cfg.budget.reserve_s, cfg.budget.n_questions = 10_000.0, 0.0, 1
+    eng = TimedEngine(script)
+    r = Solver(eng, cfg, executor=ScriptedExecutor(run_print, eng.clock, 0.5)).solve('q', 'q1', 8)
+    page = trace_html(r.trace)
+    lane = page[page.index('data-sample="0"'):page.index('data-sample="1"')]
+    tags = parse(lane)
+    assert [a['data-turn'] for t, a in tags if t == 'li' and 'turn' in a.get('class', '').split()] == ['0', '1', '2']
+    assert [a['data-call'] for t, a in tags if 'turn-call' in a.get('class', '').split()] == ['0', '1']
+    txt = text_of(lane[lane.index('<ol class="turns">'):])
+    order = [txt.index(s) for s in ('Compute.', 'print(7)', '```output\n7', 'Check.', 'print(8)', '```output\n8', 'So \\boxed{8}')]
+    assert order == sorted(order) and '999' not in txt
+    assert '<li class="turn answered" data-turn="2">' in lane and 'votes <b>8</b>' in lane
