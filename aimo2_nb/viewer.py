@@ -188,6 +188,7 @@ def lane_html(L: dict, t_max: float, tok_max: int, gold: int | None, qstop_t: fl
     finish = end.finish if end else 'unfinished'
     why = stop.reason if stop else (f"question stop: {L['cut_by']}" if L['cut_by'] else None)
     dones = {e.block: e for e in L['events'] if e.kind == 'code_done'}
+    calls = {e.call for e in L['events'] if e.kind == 'tool_call'}  # a TIR block is shown as its tool call
     items = []
     for e in L['events']:
         if e.kind == 'answer':
@@ -195,7 +196,7 @@ def lane_html(L: dict, t_max: float, tok_max: int, gold: int | None, qstop_t: fl
             items.append(f'<li class="answer{ok}" data-value="{esc(e.value)}" data-source="{esc(e.source)}" '
                          f'data-tokens="{esc(e.tokens)}">{_fmt_t(e.t)} &middot; token {esc(e.tokens)}: {esc(e.source)} answer '
                          f'<b>{esc(e.value)}</b></li>')
-        elif e.kind == 'code_start': items.append(_code_run(e, dones.get(e.block)))
+        elif e.kind == 'code_start' and e.block not in calls: items.append(_code_run(e, dones.get(e.block)))
         elif e.kind == 'tool_call':
             items.append(f'<li class="tool-call" data-call="{esc(e.call)}" data-status="{esc(e.status)}">{_fmt_t(e.t)} &middot; '
                          f'token {esc(e.tokens)}: tool call {esc(e.call)}: <b class="code-status">{esc(e.status)}</b>'

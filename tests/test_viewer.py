@@ -212,3 +212,4 @@ def test_a_solver_tir_run_shows_its_turns():
     order = [txt.index(s) for s in ('Compute.', 'print(7)', '```output\n7', 'Check.', 'print(8)', '```output\n8', 'So \\boxed{8}')]
     assert order == sorted(order) and '999' not in txt
     assert '<li class="turn answered" data-turn="2">' in lane and 'votes <b>8</b>' in lane
+    assert 'class="code-run"' not in lane and 'class="tool-call"' in lane  # its blocks are shown as tool calls, not pending runs
