@@ -85,7 +85,7 @@ def drain(engine: StreamEngine, n: int) -> int:
 def loop_config(n_samples: int) -> RunConfig:
     "A run config whose solver processes every token: no stops, one tier of `n_samples`, no time pressure."
     cfg = RunConfig()
-    cfg.stop = StopConfig(cot_at_boxed=False, code_at_answer=False, code_boxed_without_code=False, output_fence='off',
+    cfg.stop = StopConfig(cot_at_boxed=False, tir_at_boxed=False, code_at_answer=False, code_boxed_without_code=False, output_fence='off',
                           rules=[], use_min_answers=False)
     cfg.speed = SpeedConfig(tiers=[Tier(3, n_samples, 1e9, 10**6, [])], adaptive=False, default_speed=3)
     cfg.budget = BudgetConfig(total_s=1e10, n_questions=1, call_limit_s=1e10)

@@ -180,7 +180,7 @@ class StopConfig:
     conf_warmup: int = 4  # the threshold is set once this many samples finished with a full window of log-probabilities
     conf_keep: float = 0.9  # share of the warm-up samples whose worst window passes the threshold (its quantile of worst-window NLL)
     def __post_init__(self):
-        for k in ('cot_at_boxed', 'code_at_answer', 'code_boxed_without_code', 'use_min_answers', 'decided', 'conf_filter'):
+        for k in ('cot_at_boxed', 'tir_at_boxed', 'code_at_answer', 'code_boxed_without_code', 'use_min_answers', 'decided', 'conf_filter'):
             check(isinstance(getattr(self, k), bool), f'stop.{k}', 'true or false', getattr(self, k))
         check_choice(self.output_fence, 'stop.output_fence', ('off', 'stop'))
         check_choice(self.sequential, 'stop.sequential', ('off', 'posterior', 'sprt'))
