@@ -6,14 +6,14 @@
 from __future__ import annotations
 import atexit, json, logging, os, shutil, signal, socket, subprocess, sys, threading, time, queue
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 from .core import patch, check_range
 from .config import ExecConfig
 from . import zygote
 
 # %% auto #0
-__all__ = ['GUARD_WARNING', 'ExecResult', 'zygote_source', 'zygote_settings', 'zygote_env', 'Executor', 'run_code']
+__all__ = ['GUARD_WARNING', 'ExecResult', 'zygote_source', 'zygote_settings', 'zygote_env', 'Executor', 'ExecSession', 'run_code']
 
 # %% ../nbs/03_executor.ipynb #452ad954
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class ExecResult:
     returncode: int | None = None  # exit status; -N when killed by signal N; None when there was none
     error: str | None = None  # short reason when not ok: 'SyntaxError', 'MemoryError', 'killed by SIGSEGV', 'exit status 3', ...
     isolation: Literal['', 'namespace', 'uid', 'guard'] = ''  # the level that protected this run ('' before a zygote ran it)
+    restarted: bool = False  # a session call only: the session's earlier state was lost (a crash or timeout ended it) before this call
     @property
     def ok(self) -> bool: return self.status == 'ok'
     @property
@@ -77,9 +78,9 @@ class _Zygote:
 
     def alive(self) -> bool: return self.proc.poll() is None
 
-    def send(self, sock: socket.socket) -> None:
-        "Hand the runner's end of a run's socket pair to the zygote (raises OSError if it is gone)."
-        with self.lock: socket.send_fds(self.sock, [b'R'], [sock.fileno()])
+    def send(self, sock: socket.socket, kind: bytes = b'R') -> None:
+        "Hand the runner's end of a socket pair to the zygote, for one run (`R`) or a session (`S`); raises OSError if it is gone."
+        with self.lock: socket.send_fds(self.sock, [kind], [sock.fileno()])
 
     def kill(self) -> None:
         "Stop the zygote (runs already forked finish on their own)."
@@ -121,6 +122,10 @@ class Executor:
     def __init__(self, cfg: ExecConfig | None = None):
         self.cfg = cfg if cfg is not None else ExecConfig()
         self._lock, self._closed, self._active = threading.Lock(), False, set()
+        self._cond = threading.Condition(self._lock)   # signalled when a spare session is ready or the refill stops
+        self._sessions: set[ExecSession] = set()
+        self._spares: list[_Conn] = []
+        self._spare_target, self._refilling = 0, False
         self._zygote = _Zygote(self.cfg)
         if self.cfg.isolation != 'auto' and self._zygote.level != self.cfg.isolation:
             _log.warning(f"executor: isolation {self.cfg.isolation!r} is not available here; using {self._zygote.level!r}")
@@ -154,17 +159,17 @@ def _live_zygote(self: Executor) -> _Zygote:
         return self._zygote
 
 @patch
-def _open_runner(self: Executor, z: _Zygote) -> tuple[socket.socket, bytearray, int] | None:
-    "A fresh runner forked by zygote `z`: our end of its socket, the read buffer, its pid; None if `z` is gone."
+def _open_runner(self: Executor, z: _Zygote, kind: bytes = b'R') -> tuple[socket.socket, bytearray, dict] | None:
+    "A fresh runner (of `kind`, see `_Zygote.send`) forked by zygote `z`: our end of its socket, the read buffer, its hello; None if `z` is gone."
     ours, theirs = socket.socketpair()
-    try: z.send(theirs)
+    try: z.send(theirs, kind)
     except OSError: ours.close(); return None
     finally: theirs.close()
     buf = bytearray()
     try: hello = _recv_line(ours, buf, time.monotonic() + _START_TIMEOUT)
     except TimeoutError: hello = None
     if hello is None: ours.close(); return None
-    return ours, buf, json.loads(hello)['pid']
+    return ours, buf, json.loads(hello)
 
 def _result(m: dict, t0: float, level: str) -> ExecResult:
     "The `ExecResult` of a runner's result message."
@@ -172,11 +177,12 @@ def _result(m: dict, t0: float, level: str) -> ExecResult:
                       time.monotonic() - t0, m.get('returncode'), m.get('error'), level)
 
 @patch
-def _exchange(self: Executor, sock: socket.socket, buf: bytearray, rpid: int, code: str, timeout: float, t0: float,
-              level: str) -> ExecResult:
-    "Send runner `rpid` its request and wait for the result, killing the runner if it stops answering."
+def _ask(self: Executor, sock: socket.socket, buf: bytearray, rpid: int, code: str, timeout: float, t0: float,
+         level: str) -> dict | ExecResult:
+    "Send runner `rpid` a request and wait for its answer (a dict), killing the runner if it stops answering (a failed result)."
     with self._lock: self._active.add(rpid)
     try:
+        sock.settimeout(None)
         sock.sendall(json.dumps({'code': code, 'timeout': timeout}).encode() + b'\n')
         line = _recv_line(sock, buf, t0 + timeout + _GRACE)
     except TimeoutError:
@@ -186,7 +192,14 @@ def _exchange(self: Executor, sock: socket.socket, buf: bytearray, rpid: int, co
     finally:
         with self._lock: self._active.discard(rpid)
     if line is None: return _failed('runner died', t0, level)
-    return _result(json.loads(line), t0, level)
+    return json.loads(line)
+
+@patch
+def _exchange(self: Executor, sock: socket.socket, buf: bytearray, rpid: int, code: str, timeout: float, t0: float,
+              level: str) -> ExecResult:
+    "Send runner `rpid` its request and wait for the result, killing the runner if it stops answering."
+    m = self._ask(sock, buf, rpid, code, timeout, t0, level)
+    return m if isinstance(m, ExecResult) else _result(m, t0, level)
 
 @patch
 def _run(self: Executor, code: str, timeout: float) -> ExecResult:
@@ -197,8 +210,8 @@ def _run(self: Executor, code: str, timeout: float) -> ExecResult:
         except _Closed: return _failed('executor closed', t0)
         runner = self._open_runner(z)
         if runner is None: continue
-        sock, buf, rpid = runner
-        with sock: return self._exchange(sock, buf, rpid, code, timeout, t0, z.level)
+        sock, buf, hello = runner
+        with sock: return self._exchange(sock, buf, hello['pid'], code, timeout, t0, z.level)
     return _failed('zygote died', t0)
 
 def _kill(pid: int, sig: int) -> None:
@@ -234,11 +247,15 @@ def submit(self: Executor, code: str, timeout: float | None = None) -> Future:
 # %% ../nbs/03_executor.ipynb #919f9003
 @patch
 def close(self: Executor) -> None:
-    "Cancel queued and running runs and stop the zygote; idempotent."
+    "Cancel queued and running runs, close every session and spare, and stop the zygote; idempotent."
     with self._lock:
         if self._closed: return
         self._closed = True
         active = list(self._active)
+        sessions, spares, self._spares = list(self._sessions), self._spares, []
+        self._cond.notify_all()
+    for s in sessions: s.close()
+    for c in spares: c.close()
     while True:
         try: item = self._queue.get_nowait()
         except queue.Empty: break
@@ -262,6 +279,177 @@ def describe(self: Executor) -> str:
     uids = f"a uid of its own per run ({c['uids'][0]}+)" if c.get('uids') else 'uid 65534 shared by all runs'
     net = 'no network namespace' if self.isolation == 'uid' else 'an empty network namespace'
     return f"executor: isolation {self.isolation!r}: {uids}, {net}, seccomp {'on' if c.get('seccomp') else 'unavailable'}"
+
+# %% ../nbs/03_executor.ipynb #c5e5a002
+@dataclass
+class _Conn:
+    "A session's runner, seen from the caller: our end of its socket, the read buffer, its pid, its isolation level."
+    sock: socket.socket
+    buf: bytearray
+    pid: int
+    level: str
+    def alive(self) -> bool:
+        "Whether the runner is still there (no end of file waiting on its socket)."
+        try:
+            self.sock.settimeout(0)
+            return self.sock.recv(1, socket.MSG_PEEK) != b''
+        except BlockingIOError: return True
+        except OSError: return False
+    def shutdown(self) -> None:
+        "Tell the runner to end the session (it sees end of file); wakes a thread waiting on the socket."
+        try: self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError: pass
+    def close(self) -> None:
+        "Shut down and close our end."
+        self.shutdown(); self.sock.close()
+
+@patch
+def _open_session(self: Executor) -> _Conn | ExecResult:
+    "A fresh session runner whose child is ready, or the result saying why there is none (closed, zygote gone, failed start)."
+    t0 = time.monotonic()
+    for _attempt in range(2):   # as in `_run`: a zygote that died before forking, once more on a fresh one
+        try: z = self._live_zygote()
+        except _Closed: return _failed('executor closed', t0)
+        runner = self._open_runner(z, b'S')
+        if runner is None: continue
+        sock, buf, hello = runner
+        if hello.get('failed'): sock.close(); return _result(hello['failed'], t0, z.level)
+        return _Conn(sock, buf, hello['pid'], z.level)
+    return _failed('zygote died', t0)
+
+@patch
+def _take_session(self: Executor) -> _Conn | ExecResult:
+    "A ready session runner: an idle spare when there is one (its place refilled), else a fresh one."
+    with self._lock:
+        if self._closed: return _failed('executor closed', time.monotonic())
+        spare = self._spares.pop(0) if self._spares else None
+    self._refill_spares()
+    if spare is not None:
+        if spare.alive(): return spare
+        spare.close()
+    return self._open_session()
+
+@patch
+def _refill_spares(self: Executor) -> None:
+    "Start the thread that tops the spares up to their target, unless it runs already."
+    with self._lock:
+        if self._closed or self._refilling or len(self._spares) >= self._spare_target: return
+        self._refilling = True
+    threading.Thread(target=self._refill, name='aimo2-session-spares', daemon=True).start()
+
+@patch
+def _refill(self: Executor) -> None:
+    "Open spares until there are enough; stop at the first that fails (the next take tries again)."
+    while True:
+        with self._lock:
+            if self._closed or len(self._spares) >= self._spare_target:
+                self._refilling = False; self._cond.notify_all(); return
+        got = self._open_session()
+        with self._lock:
+            ok = isinstance(got, _Conn) and not self._closed and len(self._spares) < self._spare_target
+            if ok: self._spares.append(got)
+            else: self._refilling = False
+            self._cond.notify_all()
+        if not ok:
+            if isinstance(got, _Conn): got.close()
+            return
+
+@patch
+def prewarm_sessions(self: Executor, n: int, wait: bool = True) -> int:
+    "Keep `n` idle sessions started (refilled as sessions take them, those beyond `n` closed); with `wait`, wait until they are; how many are ready."
+    check_range(n, 'n', 0, 4096, integer=True)
+    with self._lock: self._spare_target, extra, self._spares = n, self._spares[n:], self._spares[:n]
+    for c in extra: c.close()
+    self._refill_spares()
+    with self._cond:
+        while wait and self._refilling and not self._closed: self._cond.wait(1.0)
+        return len(self._spares)
+
+# %% ../nbs/03_executor.ipynb #c5e5a003
+class ExecSession:
+    "A sandboxed Python process that keeps its globals between calls; `submit(code)` returns a Future of an ExecResult."
+    def __init__(self, ex: Executor):
+        self._ex, self._lock, self._queue = ex, threading.Lock(), queue.SimpleQueue()
+        self._conn: _Conn | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._lost = False  # the last process died after running calls: the next call's result says restarted
+
+    def submit(self, code: str, timeout: float | None = None) -> Future:
+        "Queue `code` for this session (calls run in order); the future resolves to an ExecResult (never raises)."
+        timeout = self._ex.cfg.timeout if timeout is None else timeout
+        check_range(timeout, 'timeout', 0.05, 3600)
+        fut: Future = Future()
+        with self._lock:
+            if not self._closed:
+                self._queue.put((fut, code, float(timeout)))
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._work, name='aimo2-session', daemon=True); self._thread.start()
+                return fut
+        fut.set_running_or_notify_cancel(); fut.set_result(_failed('session closed', time.monotonic(), self._ex.isolation))
+        return fut
+
+    def close(self) -> None:
+        "Kill the session's process (a call in flight ends as 'session closed'); idempotent, never raises."
+        try:
+            with self._lock:
+                if self._closed: return
+                self._closed, c = True, self._conn
+            while True:
+                try: item = self._queue.get_nowait()
+                except queue.Empty: break
+                if item is not None and item[0].set_running_or_notify_cancel():
+                    item[0].set_result(_failed('session closed', time.monotonic(), self._ex.isolation))
+            self._queue.put(None)
+            if c is not None: c.shutdown()   # the runner sees end of file, kills the child and cleans up
+            with self._ex._lock: self._ex._sessions.discard(self)
+        except Exception as e: _log.warning(f'executor: closing a session: {type(e).__name__}: {e}')
+
+    def __enter__(self) -> ExecSession: return self
+    def __exit__(self, *exc) -> None: self.close()
+
+    def _work(self) -> None:
+        "The session's thread: run queued calls in order until closed, then close the connection."
+        while (item := self._queue.get()) is not None:
+            fut, code, timeout = item
+            if not fut.set_running_or_notify_cancel(): continue
+            t0 = time.monotonic()
+            try: res = self._call(code, timeout, t0)
+            except BaseException as e: res = _failed(f'executor: {type(e).__name__}: {e}', t0, self._ex.isolation)
+            fut.set_result(res)
+        self._drop(lost=False)
+
+    def _drop(self, lost: bool = True) -> None:
+        "Close the connection to the current process; with `lost`, the next call says restarted."
+        with self._lock: c, self._conn = self._conn, None
+        if c is not None: c.close()
+        self._lost = self._lost or lost
+
+    def _call(self, code: str, timeout: float, t0: float) -> ExecResult:
+        "One call: on the current process, or on a fresh one (restarted when an earlier one died)."
+        c, restarted = self._conn, False
+        if c is not None and not c.alive(): self._drop(); c = None
+        if c is None:
+            got = self._ex._take_session()
+            if isinstance(got, ExecResult): return replace(got, restarted=self._lost)
+            with self._lock:
+                if not self._closed: self._conn = c = got
+            if c is None: got.close(); return _failed('session closed', t0, got.level)
+            restarted, self._lost = self._lost, False
+        m = self._ex._ask(c.sock, c.buf, c.pid, code, timeout, t0, c.level)
+        res, alive = (m, False) if isinstance(m, ExecResult) else (_result(m, t0, c.level), bool(m.get('alive')))
+        if self._closed and not res.ok: res = _failed('session closed', t0, c.level)
+        if not alive: self._drop()
+        return replace(res, restarted=restarted)
+
+@patch
+def session(self: Executor) -> ExecSession:
+    "A new session: a sandboxed process that keeps its globals between calls (close it when its sample ends)."
+    s = ExecSession(self)
+    with self._lock:
+        if not self._closed: self._sessions.add(s); return s
+    s.close()
+    return s
 
 # %% ../nbs/03_executor.ipynb #d4321fb1
 _POOLS: dict[str, Executor] = {}

@@ -14,18 +14,20 @@ __all__ = ['NOBODY', 'CLONE_NEWNET', 'CLONE_NEWPID', 'PR_SET_PDEATHSIG', 'PR_SET
            'FILE_BYTES', 'OPEN_FILES', 'Level', 'LEVELS', 'STATUS_FD', 'CHILD_ENV_KEEP', 'UID_COUNT',
            'FALLBACK_UID_BASE', 'TEMP_ROOTS', 'MTIME_SLACK_NS', 'IPC_RMID', 'LANDLOCK_CREATE_RULESET',
            'LANDLOCK_ADD_RULE', 'LANDLOCK_RESTRICT_SELF', 'SECCOMP_ARCH', 'SOL_SOCKET', 'BUFFER_OPTS', 'F_SETPIPE_SZ',
-           'RET_ALLOW', 'RET_ERRNO', 'CLONE_NEW_ANY', 'DENIED', 'PR_SET_SECCOMP', 'SECCOMP_MODE_FILTER', 'TRUNC_MARK',
-           'STATUS_BYTES', 'DRAIN_S', 'WARM_MODULES', 'unshare', 'prctl', 'can', 'Settings', 'Request', 'Sandbox',
-           'Pipes', 'rlimits', 'clamp', 'apply_rlimits', 'inside', 'file_verdict', 'net_verdict', 'process_verdict',
-           'guard_verdict', 'make_guard', 'exit_status', 'exec_snippet', 'status_line', 'read_status', 'report_to',
-           'reroute', 'reroute_imports', 'child_env', 'become', 'sandbox_uids', 'private_folder', 'lock_folder',
-           'claim_uid', 'remove_tree', 'shared_folders', 'remove_owned', 'remove_ipc', 'landlock_abi',
-           'landlock_writes', 'install_landlock', 'seccomp_program', 'install_seccomp', 'own_process_count',
-           'rewire_fds', 'process_limit', 'drop_privileges', 'python_io', 'confine', 'child_main', 'init_main',
-           'Capped', 'outcome', 'scrub', 'Cancelled', 'run_tree', 'reap', 'sweep', 'probe', 'choose_level', 'RunPipes',
+           'RET_ALLOW', 'RET_ERRNO', 'CLONE_NEW_ANY', 'DENIED', 'PR_SET_SECCOMP', 'SECCOMP_MODE_FILTER', 'REQUEST_FD',
+           'TRUNC_MARK', 'STATUS_BYTES', 'DRAIN_S', 'SESSION_START_S', 'THREAD_GRACE_S', 'WARM_MODULES', 'unshare',
+           'prctl', 'can', 'Settings', 'Request', 'Sandbox', 'Pipes', 'rlimits', 'clamp', 'apply_rlimits', 'inside',
+           'file_verdict', 'net_verdict', 'process_verdict', 'guard_verdict', 'make_guard', 'exit_status',
+           'fresh_globals', 'exec_code', 'exec_snippet', 'status_line', 'read_status', 'report_to', 'reroute',
+           'reroute_imports', 'child_env', 'become', 'sandbox_uids', 'private_folder', 'lock_folder', 'claim_uid',
+           'remove_tree', 'shared_folders', 'remove_owned', 'remove_ipc', 'landlock_abi', 'landlock_writes',
+           'install_landlock', 'seccomp_program', 'install_seccomp', 'own_process_count', 'rewire_fds', 'process_limit',
+           'drop_privileges', 'python_io', 'confine', 'confined', 'flush_streams', 'child_main', 'init_main', 'Capped',
+           'outcome', 'scrub', 'Cancelled', 'run_tree', 'reap', 'sweep', 'probe', 'choose_level', 'RunPipes',
            'RunState', 'own_workdir', 'run_uid', 'fork_run', 'open_pidfd', 'exited', 'supervise', 'clean_up',
-           'result_message', 'execute', 'hidden_paths', 'open_folders', 'serve_one', 'serve', 'enter_level', 'warm_up',
-           'start', 'main']
+           'result_message', 'execute', 'hidden_paths', 'open_folders', 'recv_line', 'serve_one', 'leave', 'serve',
+           'read_request', 'cpu_budget', 'session_main', 'descendants', 'zombie', 'SessionRun', 'serve_session',
+           'enter_level', 'warm_up', 'start', 'main']
 
 # %% ../nbs/03a_zygote.ipynb #a3f10006
 NOBODY = 65534  # uid and gid of the sandbox user
@@ -103,6 +105,7 @@ class Pipes(NamedTuple):
     err: int
     status: int
     wait: int  # a PID namespace's init reports the child's wait status here; the child never holds it
+    request: int = -1  # a session child's request pipe (read end), kept as REQUEST_FD; -1 for a one-shot run
 
 # %% ../nbs/03a_zygote.ipynb #a3f10012
 def rlimits(timeout: float, cpu_seconds: int, memory_mb: int, nproc: int | None, file_bytes: int = FILE_BYTES) -> dict:
@@ -189,31 +192,41 @@ def exit_status(e: SystemExit) -> int:
     except BaseException: pass  # the run's stderr may be closed or full: its exit status still stands
     return 1
 
-def exec_snippet(code: str, preamble: str, report: Callable[[str], None]) -> int:
-    "Run `preamble` then `code` as `__main__` in fresh globals; return the exit status; `report(name)` names an uncaught exception."
-    g = {'__name__': '__main__', '__builtins__': builtins, '__doc__': None}
+def fresh_globals() -> dict:
+    "The globals of a new `__main__`."
+    return {'__name__': '__main__', '__builtins__': builtins, '__doc__': None}
+
+def exec_code(code: str, g: dict, report: Callable[[str], None], filename: str = '<code>') -> tuple[int, bool]:
+    "Run `code` in globals `g`: (exit status, whether it raised SystemExit); `report(name)` names an uncaught exception."
     try:
-        exec(compile(preamble, '<preamble>', 'exec'), g)
-        linecache.cache['<code>'] = (len(code), None, code.splitlines(True), '<code>')
-        exec(compile(code, '<code>', 'exec'), g)
-        return 0
+        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        exec(compile(code, filename, 'exec'), g)
+        return 0, False
     except SystemExit as e:
-        return exit_status(e)
+        return exit_status(e), True
     except BaseException as e:
         report('MemoryError' if isinstance(e, MemoryError) else type(e).__name__)
         try: traceback.print_exception(type(e), e, e.__traceback__.tb_next)
         except BaseException: pass  # the code may have broken stderr or traceback: `report` already named the error
-        return 1
+        return 1, False
+
+def exec_snippet(code: str, preamble: str, report: Callable[[str], None]) -> int:
+    "Run `preamble` then `code` as `__main__` in fresh globals; return the exit status; `report(name)` names an uncaught exception."
+    g = fresh_globals()
+    rc, ended = exec_code(preamble, g, report, '<preamble>')
+    return rc if rc or ended else exec_code(code, g, report)[0]
+
 
 # %% ../nbs/03a_zygote.ipynb #a3f10025
 STATUS_FD = 3  # the child's end of the status pipe
 
-def status_line(tag: Literal['E', 'W'], value: str | int) -> bytes:
-    "One line of the status pipe: 'E <exception class>' from the child, 'W <wait status>' from a PID namespace's init."
+def status_line(tag: Literal['E', 'W', 'D'], value: str | int) -> bytes:
+    "One line of the status pipe: 'E <exception class>' from the child, 'W <wait status>' from a PID namespace's init, 'D <exit status>' after a session call."
     return f'{tag} {value}\n'.encode()
 
 _EXC_LINE = re.compile(r'E ([A-Za-z_][A-Za-z0-9_.]{0,99})')
 _WAIT_LINE = re.compile(r'W ([0-9]{1,10})')
+_DONE_LINE = re.compile(r'D ([0-9]{1,3})')
 
 def read_status(data: bytes) -> tuple[str | None, int | None]:
     "(the first well-formed 'E' name, the first well-formed 'W' status) in `data`; malformed lines are skipped."
@@ -501,10 +514,14 @@ def _max_fd() -> int:
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     return 65536 if soft == resource.RLIM_INFINITY else min(soft, 1 << 20)
 
+REQUEST_FD = 4  # where a session child reads its requests
+
 def rewire_fds(pipes: Pipes, keep: set[int]) -> None:
-    "stdin from /dev/null, stdout/stderr/fd 3 to the run's pipes; every other descriptor but `keep` closed."
+    "stdin from /dev/null, stdout/stderr/fd 3 (and a session's request pipe, fd 4) to the run's pipes; every other descriptor but `keep` closed."
     nul = os.open(os.devnull, os.O_RDONLY)
+    req = fcntl.fcntl(pipes.request, fcntl.F_DUPFD, 5) if pipes.request >= 0 else -1   # above what the dup2s below overwrite
     for src, dst in ((nul, 0), (pipes.out, 1), (pipes.err, 2), (pipes.status, STATUS_FD)): os.dup2(src, dst)
+    if req >= 0: os.dup2(req, REQUEST_FD); keep = keep | {REQUEST_FD}
     fds = sorted({STATUS_FD, *keep})
     for lo, hi in zip(fds, fds[1:] + [_max_fd()]): os.closerange(lo + 1, hi)
 
@@ -528,7 +545,7 @@ def python_io(workdir: str) -> None:
     sys.stderr = io.TextIOWrapper(io.FileIO(2, 'w', closefd=False), encoding='utf-8', errors='backslashreplace', line_buffering=True)
     faulthandler.enable(file=sys.stderr)
 
-def confine(box: Sandbox, timeout: float, workdir: str, pipes: Pipes, uid: int | None) -> None:
+def confine(box: Sandbox, timeout: float, workdir: str, pipes: Pipes, uid: int | None, session: bool = False) -> None:
     "Set this process up as a run's sandbox, in the order that matters (see the notebook); raise if a step fails."
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.setsid()
@@ -536,7 +553,9 @@ def confine(box: Sandbox, timeout: float, workdir: str, pipes: Pipes, uid: int |
     os.chdir(workdir)
     s = box.settings
     nproc = process_limit(box.level, s['max_procs'], os.geteuid() == 0)
-    apply_rlimits(rlimits(timeout, s['cpu_seconds'], s['memory_mb'], nproc))
+    lim = rlimits(timeout, s['cpu_seconds'], s['memory_mb'], nproc)
+    if session: lim[resource.RLIMIT_CPU] = (lim[resource.RLIMIT_CPU][0], resource.RLIM_INFINITY)   # each call moves the soft limit
+    apply_rlimits(lim)
     if uid is not None: become(uid)
     if box.landlock: install_landlock(box.landlock, [workdir, '/dev/shm'], [os.devnull])
     try: prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -545,27 +564,36 @@ def confine(box: Sandbox, timeout: float, workdir: str, pipes: Pipes, uid: int |
     sys.addaudithook(make_guard(workdir, box.level == 'guard'))
     if box.seccomp: install_seccomp(box.seccomp)
 
-def child_main(box: Sandbox, req: Request, workdir: str, pipes: Pipes, uid: int | None) -> None:
-    "Become the sandboxed process of one run and execute its code; never returns."
-    try: confine(box, req['timeout'], workdir, pipes, uid)
+def confined(box: Sandbox, timeout: float, workdir: str, pipes: Pipes, uid: int | None, session: bool = False) -> None:
+    "`confine`, or on failure say so on stderr and the status pipe and exit (status 70): the code never runs with less protection."
+    try: confine(box, timeout, workdir, pipes, uid, session)
     except BaseException as e:
         try: os.write(2, f'sandbox setup failed: {e!r}\n'.encode()); os.write(STATUS_FD, status_line('E', 'SandboxSetupError'))
         except OSError: pass
         os._exit(70)
-    rc = exec_snippet(req['code'], box.settings['preamble'], report_to(STATUS_FD))
+
+def flush_streams() -> None:
+    "Flush the code's stdout and stderr, whatever it did to them."
     for f in (sys.stdout, sys.stderr):
         try: f.flush()
         except BaseException: pass  # the code may have closed or replaced its streams: the exit status is what counts
+
+def child_main(box: Sandbox, req: Request, workdir: str, pipes: Pipes, uid: int | None) -> None:
+    "Become the sandboxed process of one run and execute its code; never returns."
+    confined(box, req['timeout'], workdir, pipes, uid)
+    rc = exec_snippet(req['code'], box.settings['preamble'], report_to(STATUS_FD))
+    flush_streams()
     os._exit(rc)
 
-def init_main(box: Sandbox, req: Request, workdir: str, pipes: Pipes, uid: int | None) -> None:
-    "pid 1 of a run's PID namespace: fork the child, reap everything, report the child's wait status; never returns."
+def init_main(box: Sandbox, req: Request, workdir: str, pipes: Pipes, uid: int | None, main: Callable = child_main) -> None:
+    "pid 1 of a run's PID namespace: fork the child (`main`), reap everything, report the child's wait status; never returns."
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         pid = os.fork()
-        if pid == 0: child_main(box, req, workdir, pipes, uid)
+        if pid == 0: main(box, req, workdir, pipes, uid)
         os.close(pipes.out); os.close(pipes.err); os.close(pipes.status)
+        if pipes.request >= 0: os.close(pipes.request)
         while True:
             w, status = os.waitpid(-1, 0)
             if w == pid:
@@ -700,6 +728,10 @@ class RunPipes:
         if not data: self.open.remove(fd); os.close(fd)
         elif fd in self.lines: self.lines[fd] += data[:STATUS_BYTES - len(self.lines[fd])]
         else: self.caps[fd].add(data)
+    def reset(self, cap: int) -> None:
+        "Keep stdout and stderr afresh (the next call of a session)."
+        (o, e), self.out, self.err = self.caps, Capped(cap), Capped(cap)
+        self.caps = {o: self.out, e: self.err}
     def close(self) -> None:
         "Close the ends still open."
         for fd in self.open:
@@ -728,13 +760,15 @@ def run_uid(box: Sandbox) -> tuple[int | None, int | None]:
     if box.uids is None: return NOBODY, None
     return claim_uid(box.lock_dir, *box.uids, os.getpid())
 
-def fork_run(box: Sandbox, req: Request, workdir: str, pipes: Pipes, uid: int | None) -> int:
-    "Fork the run's first process: init in a new PID namespace, else the child (this runner its subreaper)."
+def fork_run(box: Sandbox, req: Request, workdir: str, pipes: Pipes, uid: int | None, main: Callable = child_main) -> int:
+    "Fork the run's first process: init in a new PID namespace, else the child, `main` (this runner its subreaper)."
     if box.pidns: unshare(CLONE_NEWPID)
     elif box.subreaper: prctl(PR_SET_CHILD_SUBREAPER, 1)
     pid = os.fork()
     if pid == 0:
-        try: (init_main if box.pidns else child_main)(box, req, workdir, pipes, uid)
+        try:
+            if box.pidns: init_main(box, req, workdir, pipes, uid, main)
+            else: main(box, req, workdir, pipes, uid)
         finally: os._exit(72)
     return pid
 
@@ -840,42 +874,284 @@ def open_folders(paths: list[str]) -> dict[str, int]:
     return fds
 
 # %% ../nbs/03a_zygote.ipynb #a3f10056
+def recv_line(sock: socket.socket, buf: bytearray) -> bytes | None:
+    "One newline-terminated message from `sock` (None at end of file); what follows it stays in `buf`."
+    while b'\n' not in buf:
+        data = sock.recv(1 << 16)
+        if not data: return None
+        buf += data
+    i = buf.index(b'\n'); line = bytes(buf[:i]); del buf[:i + 1]
+    return line
+
 def serve_one(sock: socket.socket, box: Sandbox) -> None:
     "The runner: hello, read the request, run it, answer."
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, _raise_cancelled)
     os.setsid()
     sock.sendall(json.dumps({'pid': os.getpid()}).encode() + b'\n')
-    buf = bytearray()
-    while b'\n' not in buf:
-        data = sock.recv(1 << 16)
-        if not data: return
-        buf += data
-    req = json.loads(bytes(buf[:buf.index(b'\n')]))
+    line = recv_line(sock, bytearray())
+    if line is None: return
+    req = json.loads(line)
     try: res = execute(box, req)
     except Cancelled: res = {'status': 'error', 'error': 'cancelled'}
     except Exception as e: res = {'status': 'error', 'error': f'runner failed: {type(e).__name__}: {e}'}
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sock.sendall(json.dumps(res).encode() + b'\n')
 
+def leave(box: Sandbox) -> None:
+    "Exit the zygote, removing the runs folder (runners still in it remove their own folders; a run in flight loses its folder)."
+    shutil.rmtree(box.runs_dir, ignore_errors=True)
+    os._exit(0)
+
 def serve(ctl: socket.socket, box: Sandbox) -> None:
-    "Fork one runner per file descriptor received on `ctl`; exit when the caller goes away."
+    "Fork one runner per file descriptor received on `ctl` (a session's runner when the byte sent with it is 'S'); exit when the caller goes away."
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     while True:
         try: msg, fds, _, _ = socket.recv_fds(ctl, 16, 4)
         except InterruptedError: continue
-        except OSError: os._exit(0)
-        if not msg and not fds: os._exit(0)
+        except OSError: leave(box)
+        if not msg and not fds: leave(box)
+        runner = serve_session if msg[:1] == b'S' else serve_one
         for fd in fds:
             pid = os.fork()
             if pid == 0:
                 code = 1
                 try:
                     ctl.close()
-                    serve_one(socket.socket(fileno=fd), box); code = 0
+                    runner(socket.socket(fileno=fd), box); code = 0
                 except BaseException: traceback.print_exc()
                 finally: os._exit(code)
             os.close(fd)
+
+# %% ../nbs/03a_zygote.ipynb #b5e5a002
+SESSION_START_S = 60.0  # seconds a session's child may take to confine itself and run the preamble
+THREAD_GRACE_S = 0.05  # seconds the runner waits after a call for the code's threads to end
+
+def read_request(fd: int) -> Request | None:
+    "One request line from `fd` (a session child's request pipe); None at end of file or on a malformed line."
+    buf = bytearray()
+    while not buf.endswith(b'\n'):
+        try: data = os.read(fd, 1 << 16)
+        except OSError: return None
+        if not data: return None
+        buf += data
+    try: return json.loads(buf)
+    except ValueError: return None
+
+def cpu_budget(seconds: int) -> None:
+    "Let this process use `seconds` more CPU seconds from now (its soft RLIMIT_CPU), within its hard limit."
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+    soft = math.ceil(ru.ru_utime + ru.ru_stime) + seconds
+    resource.setrlimit(resource.RLIMIT_CPU, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
+
+def session_main(box: Sandbox, req: Request, workdir: str, pipes: Pipes, uid: int | None) -> None:
+    "A session's sandboxed process: the preamble once, then each request from REQUEST_FD in the same globals; never returns."
+    confined(box, req['timeout'], workdir, pipes, uid, session=True)
+    s, g, report = box.settings, fresh_globals(), report_to(STATUS_FD)
+    rc, ended = exec_code(s['preamble'], g, report, '<preamble>')
+    while True:
+        flush_streams()
+        if ended: os._exit(rc)
+        try: os.write(STATUS_FD, status_line('D', rc))
+        except OSError: os._exit(70)   # the code closed the status pipe: the session cannot go on
+        req = read_request(REQUEST_FD)
+        if req is None: os._exit(0)
+        reap()   # what the last call forked (killed by the runner) is collected here
+        cpu_budget(s['cpu_seconds'] or math.ceil(float(req['timeout'])) + 1)
+        rc, ended = exec_code(req['code'], g, report)
+
+# %% ../nbs/03a_zygote.ipynb #b5e5a004
+def descendants(root: int) -> set[int] | None:
+    "Pids below `root`, from /proc/PID/task/TID/children; None where the kernel does not list children."
+    out, todo = set(), [root]
+    while todo:
+        p = todo.pop()
+        try: tids = os.listdir(f'/proc/{p}/task')
+        except OSError: continue
+        for t in tids:
+            try:
+                with open(f'/proc/{p}/task/{t}/children') as f: kids = [int(x) for x in f.read().split()]
+            except FileNotFoundError:
+                if os.path.isdir(f'/proc/{p}/task/{t}'): return None
+                continue
+            except OSError: continue
+            for k in kids:
+                if k not in out: out.add(k); todo.append(k)
+    return out
+
+def zombie(pid: int) -> bool:
+    "Whether `pid` is gone or a zombie (dead, waiting to be collected)."
+    try:
+        with open(f'/proc/{pid}/stat', 'rb') as f: s = f.read()
+    except OSError: return True
+    return s[s.rfind(b')') + 2:s.rfind(b')') + 3] in (b'Z', b'X')
+
+def _signal(pid: int | None, sig: int) -> None:
+    "Send `sig` to `pid`, ignoring a process that is gone."
+    if pid is None: return
+    try: os.kill(pid, sig)
+    except OSError: pass
+
+class SessionRun:
+    "A session as its runner sees it: the child, its pipes and folder; `call` runs one request, `close` leaves nothing behind."
+    def __init__(self, box: Sandbox, uid: int | None):
+        self.box, self.uid, self.st, self.cpid = box, uid, RunState(), None
+        self.exc, self.done, self.pending = None, None, bytearray()
+        self.workdir = os.path.realpath(tempfile.mkdtemp(prefix='aimo2-sess-', dir=box.runs_dir or None))
+        ps = [os.pipe() for _ in range(5)]
+        self.rp, self.req = RunPipes(*(r for r, _ in ps[:4]), cap=box.settings['output_bytes']), ps[4][1]
+        self.st_fd = ps[2][0]
+        try:
+            own_workdir(self.workdir, uid)
+            self.st.pid = fork_run(box, {'code': '', 'timeout': SESSION_START_S}, self.workdir,
+                                   Pipes(*(w for _, w in ps[:4]), request=ps[4][0]), uid, session_main)
+        finally:
+            for fd in [w for _, w in ps[:4]] + [ps[4][0]]: os.close(fd)
+        os.set_blocking(self.req, False)
+        self.pidfd = open_pidfd(self.st.pid, box.caps)
+
+    def take(self, fd: int) -> None:
+        "Read `fd`; from the status pipe, note the call's exception name and its end (`D`)."
+        self.rp.read(fd)
+        if fd != self.st_fd: return
+        buf = self.rp.status
+        while (i := buf.find(b'\n')) >= 0:
+            line = buf[:i].decode('ascii', 'replace'); del buf[:i + 1]
+            if (m := _EXC_LINE.fullmatch(line)) and self.exc is None: self.exc = m[1]
+            elif m := _DONE_LINE.fullmatch(line): self.done = int(m[1])
+        if len(buf) >= STATUS_BYTES: buf.clear()   # a line that long is not ours
+
+    def pump(self, deadline: float, sock: socket.socket | None) -> str:
+        "Feed the request and read the pipes until the call is 'done', the child 'exit's, the 'timeout', or 'cancel' (the caller left)."
+        while True:
+            if self.st.status is None: self.st.status = exited(self.st.pid)
+            if self.st.status is not None: return 'exit'
+            if self.done is not None: return 'done'
+            left = deadline - time.monotonic()
+            if left <= 0: return 'timeout'
+            watch = self.rp.open + [x for x in (sock, self.pidfd) if x is not None]
+            r, w, _ = select.select(watch, [self.req] if self.pending else [], [], left if self.pidfd is not None else min(left, 0.01))
+            if w:
+                try: del self.pending[:os.write(self.req, self.pending)]
+                except BlockingIOError: pass
+                except OSError: self.pending.clear()   # the child is gone: its exit shows next
+            for fd in r:
+                if fd is sock: return 'cancel'
+                if fd != self.pidfd: self.take(fd)
+
+    def drain(self, end: float) -> None:
+        "Read what the pipes hold until they close or `end` passes."
+        while self.rp.open:
+            r = select.select(self.rp.open, [], [], max(0.0, end - time.monotonic()))[0]
+            if not r: return
+            for fd in r: self.take(fd)
+
+    def strays(self) -> set[int]:
+        "The processes of the session but its init and child, zombies left out."
+        root = self.st.pid if self.box.pidns else os.getpid()
+        pids = descendants(root)
+        if pids is None: pids = run_tree(root, self.cpid or -1)
+        return {p for p in pids - {self.st.pid, self.cpid} if not zombie(p)}
+
+    def threads(self) -> int:
+        "How many threads the child runs."
+        try: return len(os.listdir(f'/proc/{self.cpid}/task'))
+        except OSError: return 0
+
+    def tidy(self, budget: float = 2.0) -> bool:
+        "Kill every process the call left; whether the session can go on (none survived, the child runs one thread)."
+        end = time.monotonic() + budget
+        while left := self.strays():
+            if time.monotonic() > end: return False
+            for p in left:
+                _signal(p, signal.SIGKILL)
+                try: os.waitpid(p, os.WNOHANG)   # an orphan that came to this runner (the subreaper)
+                except ChildProcessError: pass
+            time.sleep(0.001)
+        end = time.monotonic() + THREAD_GRACE_S
+        while self.threads() > 1:
+            if time.monotonic() > end: return False
+            time.sleep(0.002)
+        return True
+
+    def message(self, state: str, rc: int | None, error: str | None, alive: bool) -> dict:
+        "The answer to the caller: the call's outcome and output, and whether the session goes on."
+        return {'status': state, 'stdout': scrub(self.rp.out.value(), self.workdir), 'stderr': scrub(self.rp.err.value(), self.workdir),
+                'truncated': bool(self.rp.out.dropped or self.rp.err.dropped), 'returncode': rc, 'error': error, 'alive': alive}
+
+    def end(self, how: str) -> dict:
+        "The answer for a call that ends the session ('timeout', 'exit', 'cancel', or 'done' by a failed preamble): kill it, drain its pipes."
+        st = self.st
+        if st.status is None:
+            _signal(st.pid, signal.SIGKILL); st.status = os.waitpid(st.pid, 0)[1]
+        st.timed_out = how == 'timeout'
+        if not self.box.pidns: st.swept = sweep(st.pid, self.box.subreaper)
+        self.drain(time.monotonic() + DRAIN_S)
+        if how == 'done': state, rc, error = outcome(self.done << 8, self.exc, False)
+        else:
+            wait = read_status(bytes(self.rp.wait))[1]
+            state, rc, error = outcome(wait if self.box.pidns and not st.timed_out else st.status, self.exc, st.timed_out)
+        if how == 'cancel': state, error = 'error', 'cancelled'
+        return self.message(state, rc, error, False)
+
+    def start(self, sock: socket.socket | None) -> dict | None:
+        "Wait for the child to run the preamble, then stop it until the first call; None when it is ready, else the failure."
+        how = self.pump(time.monotonic() + SESSION_START_S, sock)
+        if how == 'done' and self.done == 0:
+            kids = descendants(self.st.pid) if self.box.pidns else {self.st.pid}
+            if kids is None: kids = run_tree(self.st.pid, -1)
+            if kids:
+                self.cpid = min(kids); _signal(self.cpid, signal.SIGSTOP)
+                return None
+        return self.end(how)
+
+    def call(self, req: Request, sock: socket.socket | None) -> dict:
+        "Run one request in the session; the answer says whether the session goes on."
+        since, deadline = time.time_ns(), time.monotonic() + float(req['timeout'])
+        self.rp.reset(self.box.settings['output_bytes'])
+        self.exc = self.done = None
+        self.pending[:] = json.dumps(req).encode() + b'\n'
+        _signal(self.cpid, signal.SIGCONT)
+        how = self.pump(deadline, sock)
+        if how != 'done': return self.end(how)
+        alive = self.tidy()
+        self.drain(time.monotonic())
+        state, rc, error = outcome(self.done << 8, self.exc, False)
+        alive = alive and self.exc != 'MemoryError'
+        if alive: _signal(self.cpid, signal.SIGSTOP)
+        if self.uid is not None and self.box.uids is not None:
+            remove_owned(self.box.shared, self.uid, since - MTIME_SLACK_NS); remove_ipc(self.uid)
+        return self.message(state, rc, error, alive)
+
+    def close(self) -> None:
+        "Kill the session and remove its folder and all else its uid made (as `clean_up` does for a run)."
+        if self.pidfd is not None: os.close(self.pidfd); self.pidfd = None
+        clean_up(self.box, self.st, self.rp, self.workdir, self.uid)
+        try: os.close(self.req)
+        except OSError: pass
+
+def serve_session(sock: socket.socket, box: Sandbox) -> None:
+    "A session's runner: start the child, say hello, then answer one request at a time until the caller leaves or the session ends."
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, _raise_cancelled)
+    os.setsid()
+    uid, lock = run_uid(box)
+    sess = None
+    try:
+        sess = SessionRun(box, uid)
+        failed = sess.start(sock)
+        if failed is not None: sess.close(); sess = None   # as for a run: when the answer comes, nothing of it is left
+        sock.sendall(json.dumps({'pid': os.getpid(), 'failed': failed}).encode() + b'\n')
+        buf = bytearray()
+        while sess is not None and (line := recv_line(sock, buf)) is not None:
+            res = sess.call(json.loads(line), sock)
+            if not res['alive']: sess.close(); sess = None
+            sock.sendall(json.dumps(res).encode() + b'\n')
+    except Cancelled: pass
+    finally:
+        if sess is not None: sess.close()
+        if lock is not None: os.close(lock)
 
 # %% ../nbs/03a_zygote.ipynb #a3f10060
 WARM_MODULES = ('numpy', 'sympy')  # imported once here, so that every run starts with them loaded
