@@ -421,3 +421,53 @@ def test_checkpoints_of_lmdeploys_detokenizer_are_token_boundaries(tmp_path):
             assert ctx[:n_gen] == gen[:n_gen]  # the generated ids themselves, cut at a boundary
             assert tk.decode(ctx, skip_special_tokens=True) == full[:keep] + OUT, (trial, keep)
     assert held > 50  # many responses whose text lmdeploy held back
+
+
+# ---------------------------------------------------------------- the GPU script's scripted tool calls, on CPU
+def gpu_tir():
+    import importlib, sys
+    sys.path.insert(0, str(ROOT / 'bench'))
+    return importlib.import_module('gpu_tir')
+
+
+def test_inject_code_keeps_the_solver_and_the_engine_texts_equal():
+    """The bench's `InjectCode`: a sample 'writes' a block, the engine is paused there; the resume the solver makes (keep =
+    the block's end) continues the engine from its text + the block + the output."""
+    G = gpu_tir()
+    e, pipes = engine(step_s=0.002)
+    w = G.InjectCode(e, lambda q, i: [(6, 'print(42)')] if i == 0 else [])
+    w.start([req(0, 5000), req(1, 5000)])
+    got = []
+    while not any('```python' in c.text for c in got): got += w.poll(0.05)
+    text = ''.join(c.text for c in got if c.index == 0)
+    assert text.endswith('\n\n```python\nprint(42)\n```\n') and e._call.samples[0].paused
+    w.pause(0)  # the solver pauses it: already paused
+    end = len(text) - 1  # the parser's block end: just after the closing fence
+    wait(lambda: e._call.samples[0].drained)
+    w.resume(0, end, '\n```output\n42\n```\n')
+    wait(lambda: e._call.samples[0].turn == 1)
+    assert ''.join(r.text for r in e._call.samples[0].words.runs[:-1]) == text[:end] + '\n```output\n42\n```\n'  # then the new turn's
+    got2 = []
+    while sum(1 for c in got2 if c.index == 0 and c.text) < 3: got2 += w.poll(0.05)
+    w.abort_all()
+    assert w.stops[-1] == {0: 'continuing', 1: 'generating'}
+    stream_ended(e)
+    e.close()
+
+
+def test_gpu_tir_dry_run(tmp_path):
+    "The GPU script end to end on the stand-in pipeline: every stage reports, the structure the GPU run is read by."
+    import os, subprocess, sys
+    env = dict(os.environ, OUT=str(tmp_path))
+    p = subprocess.run([sys.executable, str(ROOT / 'bench' / 'gpu_tir.py'), '--dry-run', '--n', '4', '--rounds', '2',
+                        '--questions', '1'], env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    d = json.loads(next(tmp_path.glob('gpu-tir-*.json')).read_text())
+    st = d['worker']['stages']
+    plain, turns = st['a0_plain'], st['a1_turns']
+    assert plain['all_finished'] and turns['all_finished'] and plain['tokens'] == turns['tokens'] == 4 * 256
+    assert turns['continued_turns'] == 4 * 3 and plain['continued_turns'] == 0
+    assert turns['turn_cached_tokens'] == turns['turn_reused']  # the stand-in's prefix cache finds every reused id
+    assert st['b_ttft']['continued']['got'] == 4 and st['b_ttft']['fresh']['got'] == 4
+    assert d['turns_vs_plain'] is not None and d['no_gpu_process_left'] and d['worker_exit'] == 0
+    assert 'c_solver_tir' in st
