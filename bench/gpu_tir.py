@@ -22,7 +22,7 @@ Writes $OUT/gpu-tir-<date>.json (and bench/gpu-tir-<date>.json on a real run), p
 $OUT/tir-solver-trace.jsonl.
 """
 from __future__ import annotations
-import argparse, dataclasses, datetime, json, os, random, signal, subprocess, sys, time, traceback
+import argparse, dataclasses, datetime, json, os, random, signal, subprocess, sys, threading, time, traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -269,15 +269,16 @@ def run_solver_tir(eng, args, deadline: float) -> dict:
         # give the engine a moment, then the question's samples must all be over (no stream left)
         call = eng._call
         t1 = time.monotonic()
-        while call is not None and call.stream is not None and not call.stream.done.is_set() and time.monotonic() - t1 < 10:
-            time.sleep(0.05)
+        while call is not None and call.stream is not None and call.stream.t.is_alive() and time.monotonic() - t1 < 10:
+            time.sleep(0.05)  # the question's stream thread ends once every sample (turns included) is over
         per.append(dict(q=q, reason=r.reason, answer=r.answer, elapsed=round(r.elapsed, 3), wall=round(wall, 3),
                         limit=round(r.plan.limit_s, 3) if r.plan else None,
                         in_time=bool(r.plan and r.elapsed <= r.plan.limit_s + 0.05), tokens=r.tokens,
                         tokens_after_stop=getattr(r, 'tokens_after_stop', None), finishes=fin, phases_at_stop=ph,
                         tool_calls=len(calls), tool_status=sorted({getattr(e, 'status', '') for e in calls}),
                         tool_outputs=[getattr(e, 'output', '')[:80] for e in calls[:3]],
-                        stream_ended=bool(call is None or call.stream is None or call.stream.done.is_set()),
+                        stream_ended=bool(call is None or call.stream is None or not call.stream.t.is_alive()),
+                        turn_threads_alive=sum(1 for t in threading.enumerate() if t.name.startswith('lmdeploy-turn')),
                         continued_turns_so_far=len(eng.turn_log),
                         errors=[getattr(e, 'message', '')[:200] for e in r.trace if getattr(e, 'kind', '') == 'error'][:3]))
         log('tir question', per[-1])
@@ -288,7 +289,8 @@ def run_solver_tir(eng, args, deadline: float) -> dict:
     return dict(limit_s=limit, samples=args.solver_samples, questions=per, all_in_time=bool(done) and all(p['in_time'] for p in done),
                 abort_paths=sorted(seen), every_abort_path=seen >= {'generating', 'waiting', 'continuing'},
                 all_aborted=bool(done) and all(set(p['finishes']) <= {'abort'} for p in done),
-                tool_calls=sum(p['tool_calls'] for p in done), streams_ended=all(p['stream_ended'] for p in done))
+                tool_calls=sum(p['tool_calls'] for p in done), streams_ended=bool(done) and all(p['stream_ended'] for p in done),
+                turn_threads_left=max([p['turn_threads_alive'] for p in done] or [0]))
 
 
 def worker(args) -> None:

@@ -470,4 +470,6 @@ def test_gpu_tir_dry_run(tmp_path):
     assert turns['turn_cached_tokens'] == turns['turn_reused']  # the stand-in's prefix cache finds every reused id
     assert st['b_ttft']['continued']['got'] == 4 and st['b_ttft']['fresh']['got'] == 4
     assert d['turns_vs_plain'] is not None and d['no_gpu_process_left'] and d['worker_exit'] == 0
-    assert 'c_solver_tir' in st
+    c = st['c_solver_tir']  # the solver's TIR loop with scripted tool calls, stopped by its time limit
+    assert c['all_aborted'] and c['streams_ended'] and c['turn_threads_left'] == 0 and c['tool_calls'] > 0, c
+    assert 'generating' in c['abort_paths'] and c['questions'][0]['in_time']
