@@ -3,7 +3,8 @@ import json
 from aimo2_nb.bench import run_bench
 
 KEYS = {'loop_cpu_us_per_token': float, 'loop_share_at_2400_tok_s': float, 'loop_speedup_vs_seed_16k': float,
-        'exec_p50_ms_pool': (float, type(None)), 'exec_speedup_vs_fresh': (float, type(None))}
+        'exec_p50_ms_pool': (float, type(None)), 'exec_speedup_vs_fresh': (float, type(None)),
+        'exec_session_vs_pool_p50': (float, type(None))}
 
 
 def test_run_bench_small(tmp_path):
@@ -22,6 +23,7 @@ def test_run_bench_small(tmp_path):
     assert data['date'] and data['device'] and isinstance(data['cpus'], int)
     assert isinstance(data['exec'], dict) and 'source' in data['exec']
     assert '| samples x tokens |' in md and 'Code execution latency' in md
+    if data['exec_session_vs_pool_p50'] is not None: assert 'session/pool p50' in md   # a warm session vs a one-shot run
     assert res['loop_cpu_us_per_token'] == data['loop_cpu_us_per_token']
 
 
