@@ -46,7 +46,7 @@ def check_choice(value: Any, field: str, choices: Iterable) -> None:
 PROBLEMS = Path(__file__).resolve().parent / 'problems' if '__file__' in globals() else Path('../aimo2_nb/problems').resolve()
 
 def problem_csv(name: str | Path) -> Path:
-    "`name` if it is a file, else the shipped problem set of that name (`aime_2025`, `aimo2_reference`)."
+    "`name` if it is a file, else the shipped problem set of that name (`aime_2025`, `aimo2_reference`, `gsm8k_test_40`)."
     p = Path(name)
     if p.is_file(): return p
     shipped = PROBLEMS / (p.name if p.suffix == '.csv' else f"{p.name}.csv")
