@@ -4,7 +4,7 @@ optional held-back text), plus the two facts that need the real lmdeploy 0.18 on
 `AsyncEngine.preprocess` does, and the checkpoints of lmdeploy's own incremental detokenizer cut at token boundaries
 (R1 tokenizer)."""
 from __future__ import annotations
-import asyncio, json, lzma, random, threading, time
+import json, lzma, random, threading, time
 from pathlib import Path
 from types import SimpleNamespace
 import pytest
@@ -363,11 +363,14 @@ def r1_folder(tmp_path) -> Path:
     return tmp_path
 
 
-def test_prompt_ids_are_what_preprocess_makes(tmp_path):
-    "Our `prompt_ids` call against lmdeploy's own `AsyncEngine.preprocess` for the first turn's messages."
+def test_first_turn_and_continuation_requests_through_lmdeploys_own_pipeline_code(tmp_path):
+    """lmdeploy 0.18's real `Pipeline.stream_infer` / `_infer` / `_run` and `AsyncEngine.preprocess` (the R1 tokenizer and
+    chat template; only the GPU engine behind `generate` is stubbed): the first turn's input ids are what our
+    `prompt_ids` computes, and a continuation's request dict reaches the engine with exactly our ids."""
     d = r1_folder(tmp_path)
-    from lmdeploy.messages import GenerationConfig
+    from lmdeploy.messages import GenerationConfig, Response
     from lmdeploy.model import get_chat_template
+    from lmdeploy.pipeline import Pipeline, _EventLoopThread
     from lmdeploy.serve.core.async_engine import AsyncEngine
     from lmdeploy.serve.managers.session_manager import SessionManager
     from lmdeploy.serve.processors import MultimodalProcessor
@@ -379,21 +382,36 @@ def test_prompt_ids_are_what_preprocess_makes(tmp_path):
     ae.tokenizer, ae.prompt_processor = tk, MultimodalProcessor(tk, get_chat_template(str(d)))
     ae.request_logger = SimpleNamespace(log_prompt=lambda *a, **k: None, log_inputs=lambda *a, **k: None)
     ae.session_len, ae.backend_config = 8192, SimpleNamespace(enable_prefix_caching=True)
-    ae._determine_gen_config = lambda ids, gen_config=None: GenerationConfig(max_new_tokens=8)
-    mgr = SessionManager()
-    loop = asyncio.new_event_loop()
-    pipe = SimpleNamespace(async_engine=ae, _run=lambda coro: SimpleNamespace(result=lambda: loop.run_until_complete(coro)))
-    e = LmdeployEngine(LmdeployConfig(backend='pytorch', assistant_prefix='<think>\n'))
-    e.pipe = pipe
-    for spec in RunConfig().prompts.list:
-        msgs = chat_messages(SampleRequest(0, messages(spec, 'What is $2+2$?')), e.cfg.assistant_prefix)
-        kw = dict(do_preprocess=True, adapter_name=None)  # what stream_infer's request dicts carry
-        got = loop.run_until_complete(ae.preprocess(messages=msgs, session_id=mgr.get(), gen_config=GenerationConfig(), **kw))
-        ids = e.prompt_ids(msgs)
-        assert ids == got.inputs['input_ids'] and ids[0] == 151646 and ids[-2:] == [151648, 198]
-    enc = tk.encode(OUT, add_bos=False)
-    assert enc and enc[0] != 151646 and tk.decode(enc) == OUT
-    loop.close()
+    ae._determine_gen_config = lambda ids, gen_config=None: gen_config or GenerationConfig()
+    seen = []
+    async def generate(request, stream_response=True):  # the GPU engine: records what preprocess made
+        seen.append(request)
+        yield SimpleNamespace(to_response=lambda idx: Response(text='ok', generate_token_len=1, input_token_len=request.input_token_len,
+                                                               finish_reason='length', token_ids=[5], index=idx))
+    ae.generate = generate
+    pipe = object.__new__(Pipeline)  # the real pipeline code on a real event-loop thread, without a model
+    pipe.async_engine, pipe.limiter, pipe.backend_config = ae, None, SimpleNamespace(max_batch_size=4)
+    pipe.internal_thread, mgr = _EventLoopThread(daemon=True), SessionManager()
+    try:
+        e = LmdeployEngine(LmdeployConfig(backend='pytorch', assistant_prefix='<think>\n'))
+        e.pipe = pipe
+        for spec in RunConfig().prompts.list:
+            msgs = chat_messages(SampleRequest(0, messages(spec, 'What is $2+2$?')), e.cfg.assistant_prefix)
+            seen.clear()
+            rs = list(pipe.stream_infer([msgs], sessions=[mgr.get()], gen_config=[GenerationConfig(max_new_tokens=4)]))
+            assert rs[-1].finish_reason == 'length', rs[-1]
+            ids = e.prompt_ids(msgs)
+            assert ids == seen[0].inputs['input_ids'] and ids[0] == 151646 and ids[-2:] == [151648, 198]
+        cont = ids + [5, 6, 7] + tk.encode(OUT, add_bos=False)
+        seen.clear()
+        it = pipe._infer(iter([dict(session_id=mgr.get(), messages=None, input_ids=cont, gen_config=GenerationConfig(max_new_tokens=9),
+                                    stream_response=True)]), multiplex=True)  # what `_launch` sends
+        rs = list(it)
+        assert rs[-1].finish_reason == 'length' and seen[0].inputs['input_ids'] == cont and seen[0].gen_config.max_new_tokens == 9
+        enc = tk.encode(OUT, add_bos=False)
+        assert enc and enc[0] != 151646 and tk.decode(enc) == OUT
+    finally:
+        pipe.internal_thread.close()
 
 
 def test_checkpoints_of_lmdeploys_detokenizer_are_token_boundaries(tmp_path):

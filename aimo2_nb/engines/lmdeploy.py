@@ -273,6 +273,7 @@ class _InferCall:
         self.started = threading.Event()  # `stream` is set
 
     def all_done(self) -> bool:
+        "Every sample finished (turns included)."
         with self.lock: return all(s.state == 'done' for s in self.samples)
 
 # %% ../../nbs/12_engine_lmdeploy.ipynb #a3230265
@@ -467,6 +468,7 @@ def _stream(self: LmdeployEngine, call: _InferCall, prompts: list, gens: list) -
 
 @patch
 def _close_sessions(self: LmdeployEngine, sessions: list) -> None:
+    "Close finished sessions (on the worker), so lmdeploy's session manager does not grow over a run."
     for s in sessions:
         try: s.close()
         except Exception as e: logging.getLogger(__name__).debug(f"closing a session: {e}")  # it ends anyway
