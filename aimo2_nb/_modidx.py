@@ -1179,6 +1179,7 @@ d = { 'settings': { 'branch': 'main',
                                  'aimo2_nb.zygote.status_line': ('zygote.html#status_line', 'aimo2_nb/zygote.py'),
                                  'aimo2_nb.zygote.supervise': ('zygote.html#supervise', 'aimo2_nb/zygote.py'),
                                  'aimo2_nb.zygote.sweep': ('zygote.html#sweep', 'aimo2_nb/zygote.py'),
+                                 'aimo2_nb.zygote.tree_bytes': ('zygote.html#tree_bytes', 'aimo2_nb/zygote.py'),
                                  'aimo2_nb.zygote.unshare': ('zygote.html#unshare', 'aimo2_nb/zygote.py'),
                                  'aimo2_nb.zygote.warm_up': ('zygote.html#warm_up', 'aimo2_nb/zygote.py'),
                                  'aimo2_nb.zygote.zombie': ('zygote.html#zombie', 'aimo2_nb/zygote.py')}}}

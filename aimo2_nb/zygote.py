@@ -15,19 +15,19 @@ __all__ = ['NOBODY', 'CLONE_NEWNET', 'CLONE_NEWPID', 'PR_SET_PDEATHSIG', 'PR_SET
            'FALLBACK_UID_BASE', 'TEMP_ROOTS', 'MTIME_SLACK_NS', 'IPC_RMID', 'LANDLOCK_CREATE_RULESET',
            'LANDLOCK_ADD_RULE', 'LANDLOCK_RESTRICT_SELF', 'SECCOMP_ARCH', 'SOL_SOCKET', 'BUFFER_OPTS', 'F_SETPIPE_SZ',
            'RET_ALLOW', 'RET_ERRNO', 'CLONE_NEW_ANY', 'DENIED', 'PR_SET_SECCOMP', 'SECCOMP_MODE_FILTER', 'REQUEST_FD',
-           'TRUNC_MARK', 'STATUS_BYTES', 'DRAIN_S', 'SESSION_START_S', 'THREAD_GRACE_S', 'WARM_MODULES', 'unshare',
-           'prctl', 'can', 'Settings', 'Request', 'Sandbox', 'Pipes', 'rlimits', 'clamp', 'apply_rlimits', 'inside',
-           'file_verdict', 'net_verdict', 'process_verdict', 'guard_verdict', 'make_guard', 'exit_status',
-           'fresh_globals', 'exec_code', 'exec_snippet', 'status_line', 'read_status', 'report_to', 'reroute',
-           'reroute_imports', 'child_env', 'become', 'sandbox_uids', 'private_folder', 'lock_folder', 'claim_uid',
-           'remove_tree', 'shared_folders', 'remove_owned', 'remove_ipc', 'landlock_abi', 'landlock_writes',
-           'install_landlock', 'seccomp_program', 'install_seccomp', 'own_process_count', 'rewire_fds', 'process_limit',
-           'drop_privileges', 'python_io', 'confine', 'confined', 'flush_streams', 'child_main', 'init_main', 'Capped',
-           'outcome', 'scrub', 'Cancelled', 'run_tree', 'reap', 'sweep', 'probe', 'choose_level', 'RunPipes',
-           'RunState', 'own_workdir', 'run_uid', 'fork_run', 'open_pidfd', 'exited', 'supervise', 'clean_up',
-           'result_message', 'execute', 'hidden_paths', 'open_folders', 'recv_line', 'serve_one', 'leave', 'serve',
-           'read_request', 'cpu_budget', 'session_main', 'descendants', 'zombie', 'SessionRun', 'serve_session',
-           'enter_level', 'warm_up', 'start', 'main']
+           'TRUNC_MARK', 'STATUS_BYTES', 'DRAIN_S', 'SESSION_START_S', 'SESSION_DISK_BYTES', 'THREAD_GRACE_S',
+           'WARM_MODULES', 'unshare', 'prctl', 'can', 'Settings', 'Request', 'Sandbox', 'Pipes', 'rlimits', 'clamp',
+           'apply_rlimits', 'inside', 'file_verdict', 'net_verdict', 'process_verdict', 'guard_verdict', 'make_guard',
+           'exit_status', 'fresh_globals', 'exec_code', 'exec_snippet', 'status_line', 'read_status', 'report_to',
+           'reroute', 'reroute_imports', 'child_env', 'become', 'sandbox_uids', 'private_folder', 'lock_folder',
+           'claim_uid', 'remove_tree', 'shared_folders', 'remove_owned', 'remove_ipc', 'landlock_abi',
+           'landlock_writes', 'install_landlock', 'seccomp_program', 'install_seccomp', 'own_process_count',
+           'rewire_fds', 'process_limit', 'drop_privileges', 'python_io', 'confine', 'confined', 'flush_streams',
+           'child_main', 'init_main', 'Capped', 'outcome', 'scrub', 'Cancelled', 'run_tree', 'reap', 'sweep', 'probe',
+           'choose_level', 'RunPipes', 'RunState', 'own_workdir', 'run_uid', 'fork_run', 'open_pidfd', 'exited',
+           'supervise', 'clean_up', 'result_message', 'execute', 'hidden_paths', 'open_folders', 'recv_line',
+           'serve_one', 'leave', 'serve', 'read_request', 'cpu_budget', 'session_main', 'descendants', 'tree_bytes',
+           'zombie', 'SessionRun', 'serve_session', 'enter_level', 'warm_up', 'start', 'main']
 
 # %% ../nbs/03a_zygote.ipynb #a3f10006
 NOBODY = 65534  # uid and gid of the sandbox user
@@ -925,7 +925,8 @@ def serve(ctl: socket.socket, box: Sandbox) -> None:
 
 # %% ../nbs/03a_zygote.ipynb #b5e5a002
 SESSION_START_S = 60.0  # seconds a session's child may take to confine itself and run the preamble
-THREAD_GRACE_S = 0.05  # seconds the runner waits after a call for the code's threads to end
+SESSION_DISK_BYTES = FILE_BYTES  # what a session's work folder may hold between calls (a one-shot run's files go at its end)
+THREAD_GRACE_S = 0.5  # seconds the runner waits after a call for the code's threads to end (a joined thread may take a moment to exit)
 
 def read_request(fd: int) -> Request | None:
     "One request line from `fd` (a session child's request pipe); None at end of file or on a malformed line."
@@ -979,6 +980,20 @@ def descendants(root: int) -> set[int] | None:
             for k in kids:
                 if k not in out: out.add(k); todo.append(k)
     return out
+
+def tree_bytes(path: str, most: int = 10000) -> int | None:
+    "Bytes the files under `path` take on disk; None past `most` entries."
+    total, n, todo = 0, 0, [path]
+    while todo:
+        try:
+            with os.scandir(todo.pop()) as it:
+                for e in it:
+                    n += 1
+                    if n > most: return None
+                    total += e.stat(follow_symlinks=False).st_blocks * 512
+                    if e.is_dir(follow_symlinks=False): todo.append(e.path)
+        except OSError: pass
+    return total
 
 def zombie(pid: int) -> bool:
     "Whether `pid` is gone or a zombie (dead, waiting to be collected)."
@@ -1118,7 +1133,8 @@ class SessionRun:
         alive = self.tidy()
         self.drain(time.monotonic())
         state, rc, error = outcome(self.done << 8, self.exc, False)
-        alive = alive and self.exc != 'MemoryError'
+        held = tree_bytes(self.workdir) if alive else None
+        alive = alive and self.exc != 'MemoryError' and held is not None and held <= SESSION_DISK_BYTES
         if alive: _signal(self.cpid, signal.SIGSTOP)
         if self.uid is not None and self.box.uids is not None:
             remove_owned(self.box.shared, self.uid, since - MTIME_SLACK_NS); remove_ipc(self.uid)

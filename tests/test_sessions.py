@@ -107,6 +107,14 @@ def test_memory_limit_holds_across_calls(sess):
     assert _call(sess, 'print(len(keep))').restarted   # a MemoryError ends the session: its state may be half-made
 
 
+def test_disk_held_between_calls_is_bounded(sess):
+    "Files in the work folder outlive a call: a session holding more than 64 MiB there is ended after the call."
+    r = _call(sess, 'x = 1\nfor i in range(3): open(f"f{i}", "wb").write(b"0" * (30 << 20))\nprint("written")')
+    assert r.ok and r.stdout == 'written\n', r
+    r = _call(sess, 'import os\nprint(sorted(os.listdir(".")), "x" in globals())')
+    assert (r.stdout, r.restarted) == ("[] False\n", True), r
+
+
 def test_parent_never_raises(ex):
     "Odd code, odd output and odd use of the API come back as results, never as exceptions in the caller."
     s = ex.session()
@@ -222,9 +230,9 @@ def test_nothing_runs_between_calls(ex):
     s = ex.session()
     r = _call(s, 'import signal\nticks = [0]\ndef h(*a): ticks[0] += 1\nsignal.signal(signal.SIGALRM, h)\nsignal.setitimer(signal.ITIMER_REAL, 0.02, 0.02)')
     assert r.ok, r
-    time.sleep(1.0)   # 50 ticks if it ran on
+    time.sleep(2.0)   # 100 ticks if it ran on
     r = _call(s, 'signal.setitimer(signal.ITIMER_REAL, 0)\nprint(ticks[0])')
-    assert r.ok and int(r.stdout) <= 3 and not r.restarted, r
+    assert r.ok and int(r.stdout) < 20 and not r.restarted, r   # a few: between the call's end and the stop, and before the next call stops it
     _clean_after(ex, s)
 
 
