@@ -355,8 +355,8 @@ def _refill(self: Executor) -> None:
             return
 
 @patch
-def prewarm_sessions(self: Executor, n: int, wait: bool = True) -> int:
-    "Keep `n` idle sessions started (refilled as sessions take them, those beyond `n` closed); with `wait`, wait until they are; how many are ready."
+def prewarm_sessions(self: Executor, n: int, wait: bool = False) -> int:
+    "Keep `n` idle sessions started (refilled in the background as sessions take them, those beyond `n` closed); with `wait`, wait until they are; how many are ready."
     check_range(n, 'n', 0, 4096, integer=True)
     with self._lock: self._spare_target, extra, self._spares = n, self._spares[n:], self._spares[:n]
     for c in extra: c.close()

@@ -169,12 +169,12 @@ def test_slow_session_blocks_nothing(auto):
 
 
 def test_prewarm(auto):
-    assert auto.prewarm_sessions(3) == 3
+    assert auto.prewarm_sessions(3, wait=True) == 3
     ss = [auto.session() for _ in range(4)]   # one more than the spares
     rs = [s.submit('import os\nprint(os.getuid())') for s in ss]
     assert all(r.result().ok for r in rs)
     if auto.isolation != 'guard': assert len({r.result().stdout for r in rs}) == 4   # a uid per session
-    assert auto.prewarm_sessions(3) == 3   # refilled
+    assert auto.prewarm_sessions(3, wait=True) == 3   # refilled
     r = _call(ss[0], 'while True: pass', timeout=0.5)
     r = _call(ss[0], 'print(1)')   # the restart takes a spare
     assert (r.stdout, r.restarted) == ('1\n', True), r
@@ -372,7 +372,7 @@ def test_unclosed_executor_leaves_no_runs_folder(tmp_path):
         ex = Executor(ExecConfig(**{CFG!r}))
         s = ex.session()
         assert s.submit('x = 1').result().ok
-        ex.prewarm_sessions(1)
+        ex.prewarm_sessions(1, wait=True)
         print(ex.capabilities['runs_dir'], flush=True)
         ''')   # exits without closing the executor or the session
     out = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=120,
