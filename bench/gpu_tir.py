@@ -393,7 +393,7 @@ def main(argv=None) -> int:
     args.round_need_s, args.ttft_need_s, args.solver_need_s = 45, 40, args.questions * (args.solver_limit + 4) + 10
     if args.dry_run:  # scaled down: the same code paths in a minute on a CPU
         given = set(a.split('=')[0] for a in (argv if argv is not None else sys.argv[1:]))
-        for k, v in dict(new_tokens=256, every=64, out_tokens=40, ttft_at=160, solver_limit=4.0).items():
+        for k, v in dict(new_tokens=256, every=64, out_tokens=40, ttft_at=160, solver_limit=6.0).items():
             if '--' + k.replace('_', '-') not in given: setattr(args, k, v)
         args.round_need_s, args.ttft_need_s, args.solver_need_s = 5, 5, args.questions * (args.solver_limit + 4) + 5
     if args.worker_out:

@@ -147,12 +147,13 @@ class FakePipeline:
             r['held'] += text; text = ''  # lmdeploy holds back the text of an incomplete character
         elif r['held']: text, r['held'] = r['held'] + text, ''
         lp = bool(getattr(r['gen'], 'logprobs', None)) and bool(ids)  # log-probability -0.5 each
+        if fin is not None:
+            with self._lock: self._seqs.append(r['input'] + r['gen_ids'])  # in the prefix cache before its end is seen
         r['q'].put(SimpleNamespace(index=r['idx'], text=text, generate_token_len=r['n'], finish_reason=fin,
                                    token_ids=ids, logprobs=[{ids[0]: -0.5}] if lp else None, cached_tokens=r['cached'],
                                    error_code=None, error_message=None, input_token_len=len(r['input'])))
         if fin is not None:
             r['done'] = True
-            with self._lock: self._seqs.append(r['input'] + r['gen_ids'])
             if all(x.get('done') for x in r['group']): r['q'].put(None)
 
     def _loop(self) -> None:
