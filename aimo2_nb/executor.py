@@ -436,7 +436,7 @@ class ExecSession:
                 if not self._closed: self._conn = c = got
             if c is None: got.close(); return _failed('session closed', t0, got.level)
             restarted, self._lost = self._lost, False
-        m = self._ex._ask(c.sock, c.buf, c.pid, code, timeout, t0, c.level)
+        m = self._ex._ask(c.sock, c.buf, c.pid, code, timeout, time.monotonic(), c.level)   # the caller's deadline from here: start-up is not the call's
         res, alive = (m, False) if isinstance(m, ExecResult) else (_result(m, t0, c.level), bool(m.get('alive')))
         if self._closed and not res.ok: res = _failed('session closed', t0, c.level)
         if not alive: self._drop()
