@@ -204,3 +204,23 @@ def test_sample_queue_turn_states():
     assert sq.pause(0); sq.end(0)
     assert sq.state[0] == 'paused' and sq.abort(0) and sq.state[0] == 'done'  # an abort while paused ends it at once
     with pytest.raises(Exception, match='a paused sample'): sq.resume(1, 0, 'x')
+
+# ---------------------------------------------------------------- real sandboxed sessions
+def test_a_session_keeps_state_and_loses_it_on_a_crash_with_a_clear_message():
+    from aimo2_nb.config import ExecConfig
+    from aimo2_nb.executor import Executor
+    steps = ["x = 41\nprint('set')", "print(x + 1)", "import os\nos._exit(3)", "print(x)"]
+    def script(req):
+        n = req.prefix.count('```output')
+        if n < len(steps): return [Step(0.01, f"step {n}\n```python\n{steps[n]}\n```\n", 5), Step(1e9, 'x')]
+        return say('\\boxed{42}', 200)
+    cfg = config(timeout=120.0)
+    ex = Executor(ExecConfig(timeout=10.0, workers=2))
+    try:
+        r = Solver(TimedEngine(script, clock=RealClock()), cfg, executor=ex).solve('q')
+    finally: ex.close()
+    calls = of(r, 'tool_call')
+    assert [c.status for c in calls][:2] == ['ok', 'ok'] and calls[1].value == 42 and '42' in calls[1].output
+    assert calls[2].status != 'ok' and not calls[2].restarted
+    assert calls[3].restarted and 'the session restarted' in calls[3].output and 'NameError' in calls[3].output
+    assert r.answer == 42 and all(c.isolation for c in calls)
