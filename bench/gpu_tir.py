@@ -419,9 +419,11 @@ def main(argv=None) -> int:
         res['make_model'] = dict(rc=rc, seconds=round(time.time() - t0, 1)); save()
     wout = args.log_dir / 'worker.json'
     wdead = deadline - 15
-    passthrough = [a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith('--deadline')]
-    if '--deadline' in passthrough:
-        k = passthrough.index('--deadline'); del passthrough[k:k + 2]
+    raw, passthrough = list(argv if argv is not None else sys.argv[1:]), []
+    while raw:  # every option but --deadline (given as '--deadline N' or '--deadline=N') goes to the worker
+        a = raw.pop(0)
+        if a == '--deadline': raw = raw[1:]
+        elif not a.startswith('--deadline='): passthrough.append(a)
     cmd = [sys.executable, str(Path(__file__).resolve()), *passthrough, '--worker-out', str(wout),
            '--worker-deadline', str(wdead), '--model-path', model, '--log-dir', str(args.log_dir)]
     logf = open(args.log_dir / 'worker.log', 'w')
