@@ -262,6 +262,15 @@ def test_forged_done_line(ex):
     _clean_after(ex, s)
 
 
+def test_forged_status_lines(ex):
+    "As for one-shot runs: lines the code writes on the status pipe neither pass a failed call nor lose its output."
+    with ex.session() as s:
+        r = _call(s, 'print("partial")\n' + ts._status_writes(b'W 0\nE None\n') + 'raise SystemExit(5)')
+        assert not r.ok and r.returncode == 5 and r.stdout == 'partial\n', r
+        r = _call(s, 'print("kept")\n' + ts._status_writes('W \u00b2\nW 99999999999999999999999\nE \udcff\n'.encode('utf-8', 'surrogateescape')))
+        assert r.ok and r.stdout == 'kept\n' and r.restarted, r
+
+
 # One session against another ------------------------------------------------------------------------------------------
 def test_sessions_have_distinct_uids(iso):
     a, b = iso.session(), iso.session()
