@@ -4,7 +4,7 @@ optional held-back text), plus the two facts that need the real lmdeploy 0.18 on
 `AsyncEngine.preprocess` does, and the checkpoints of lmdeploy's own incremental detokenizer cut at token boundaries
 (R1 tokenizer)."""
 from __future__ import annotations
-import json, lzma, random, threading, time
+import dataclasses, json, lzma, random, threading, time
 from pathlib import Path
 from types import SimpleNamespace
 import pytest
@@ -497,3 +497,15 @@ def test_gpu_tir_dry_run(tmp_path):
     c = st['c_solver_tir']  # the solver's TIR loop with scripted tool calls, stopped by its time limit
     assert c['all_aborted'] and c['streams_ended'] and c['turn_threads_left'] == 0, c  # (how many calls ran depends on the CPU's load)
     assert 'generating' in c['abort_paths']  # (being in time is the GPU run's to show: no timed assertions here)
+
+
+def test_warm_up_of_tir_requests_pauses_and_resumes_each_sample_once():
+    "The warm-up also runs the continuation path (its first use compiles kernels too: ~1 s a turn on an H200)."
+    e, pipes = engine()
+    reqs = [dataclasses.replace(req(i), kind='tir') for i in range(4)]
+    got = e.warm_up(reqs, tokens=12, timeout=30)
+    assert (got['samples'], got['ended'], got['resumed']) == (4, 4, 4)
+    assert len(e.turn_log) == 4 and not e.abort_log
+    plain = e.warm_up([req(i) for i in range(4)], tokens=12, timeout=30)
+    assert (plain['ended'], plain['resumed']) == (4, 0)
+    e.close()

@@ -641,16 +641,27 @@ def abort_stats(self: LmdeployEngine) -> dict:
 
 # %% ../../nbs/12_engine_lmdeploy.ipynb #b18a0402
 @patch
-def warm_up(self: LmdeployEngine, requests: Sequence[SampleRequest], tokens: int = 32, timeout: float = 180.0) -> dict:
+def warm_up(self: LmdeployEngine, requests: Sequence[SampleRequest], tokens: int = 32, timeout: float = 180.0,
+            turns: bool | None = None) -> dict:  # also pause and resume each sample once (default: when a request is 'tir')
     "Generate `tokens` tokens for each request once, so the first question does not pay for kernel compilation."
     n_log, t0 = len(self.abort_log), time.monotonic()
+    turns = any(r.kind == 'tir' for r in requests) if turns is None else turns
     reqs = [dataclasses.replace(r, sampling=dataclasses.replace(r.sampling, max_new_tokens=tokens)) for r in requests]
     self.start(reqs)
-    ended, got = set(), 0
+    ended, got, text, held, resumed, turned = set(), 0, {r.index: '' for r in reqs}, {}, 0, set()
     while len(ended) < len(reqs) and time.monotonic() - t0 < timeout:
+        for i, keep in list(held.items()):  # paused before the last poll: every chunk put before the pause is in
+            try: self.resume(i, keep, '\n```output\n2\n```\n'); resumed += 1
+            except Exception as e: logging.getLogger(__name__).warning(f"warm-up: resume failed: {e}")
+            del held[i]
+        paused_now = {}
         for ch in self.poll(0.5):
-            got = max(got, ch.tokens)
+            if ch.index in held or ch.index in paused_now: continue  # its paused turn's last chunks: dropped
+            got = max(got, ch.tokens); text[ch.index] = text.get(ch.index, '') + ch.text
             if ch.finish is not None: ended.add(ch.index)
+            elif turns and ch.tokens >= tokens // 2 and ch.index not in turned:
+                self.pause(ch.index); turned.add(ch.index); paused_now[ch.index] = len(text[ch.index])
+        held.update(paused_now)
     if len(ended) < len(reqs): self.abort_all()
     del self.abort_log[n_log:]
-    return dict(samples=len(reqs), ended=len(ended), seconds=round(time.monotonic() - t0, 2))
+    return dict(samples=len(reqs), ended=len(ended), resumed=resumed, seconds=round(time.monotonic() - t0, 2))
