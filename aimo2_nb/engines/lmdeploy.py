@@ -51,6 +51,7 @@ class LmdeployConfig:
     reabort_s: float = 0.5  # an aborted sample still streaming after this many seconds is aborted again
     log_level: Literal['DEBUG', 'INFO', 'WARNING', 'ERROR'] = 'WARNING'
     logprobs_mode: Literal['', 'raw_logprobs', 'processed_logprobs'] = ''  # PyTorch engine: what `logprobs` returns ('': lmdeploy's default)
+    resume_at_once: bool = True  # a TIR continuation starts at `resume`, not after the paused turn's abort landed (its late tokens are counted, not forwarded)
 
     def __post_init__(self):
         check(isinstance(self.model, str), 'engine.model', 'a folder path', self.model)
@@ -73,7 +74,7 @@ class LmdeployConfig:
         check_choice(self.dtype, 'engine.dtype', ('auto', 'float16', 'bfloat16'))
         if self.executor_backend is not None:
             check_choice(self.executor_backend, 'engine.executor_backend', get_args(ExecutorBackend))
-        for k in ('enable_prefix_caching', 'eager_mode', 'require_backend', 'ignore_eos'):
+        for k in ('enable_prefix_caching', 'eager_mode', 'require_backend', 'ignore_eos', 'resume_at_once'):
             check(isinstance(getattr(self, k), bool), f'engine.{k}', 'true or false', getattr(self, k))
         check(isinstance(self.assistant_prefix, str), 'engine.assistant_prefix', 'a string', self.assistant_prefix)
         check_range(self.reabort_s, 'engine.reabort_s', 0.01, 60)
@@ -257,6 +258,7 @@ class _Slot:
     pause_t: float = 0.0  # when the pause was asked
     pause_tokens: int = 0  # tokens seen at the pause
     words: TurnTokens = field(default_factory=TurnTokens)  # its context as token ids (kept for pause/resume)
+    old: dict = field(default_factory=dict)  # turn -> [session, tokens seen, last abort]: paused turns still draining after their continuation started
 
 class _InferCall:
     "The samples of one `start` call: one `stream_infer` over all of them, then a request per continued turn."
@@ -268,6 +270,7 @@ class _InferCall:
         self.requests = {r.index: r for r in requests}
         self.prompts = dict(zip((r.index for r in requests), prompts))  # the chat list of each sample's first turn
         self.prompt_ids: dict[str, list] = {}  # lmdeploy's prompt ids, once per distinct prompt
+        self.prompt_lock = threading.Lock()  # continuations start on threads of their own: one computes a prompt's ids
         self.lock = threading.RLock()  # chunks are put on the stream under it: pause, abort and the stream's end are ordered
         self.stream: ThreadedStream | None = None
         self.started = threading.Event()  # `stream` is set
@@ -285,7 +288,15 @@ def on_turn(self: _InferCall, s: _Slot, turn: int, r: Any, now: float, reabort_s
     fin = getattr(r, 'finish_reason', None)
     if fin is not None and fin not in _FINISH: fin = 'error'
     with self.lock:
-        if turn != s.turn: return None, False, None  # an older turn (never expected: a turn starts after the last drained)
+        if turn != s.turn:  # a paused turn still draining after its continuation started: count its tokens, forward nothing
+            o = s.old.get(turn)
+            if o is None: return None, False, None
+            n = getattr(r, 'generate_token_len', None)
+            if isinstance(n, int) and n > o[1]: s.tokens, s.base, o[1] = s.tokens + n - o[1], s.base + n - o[1], n
+            again = fin is None and now - o[2] >= reabort_s
+            if again: o[2] = now
+            if fin is not None: s.old.pop(turn, None)
+            return None, again, None
         if s.state == 'done' and not s.dropped: return None, False, None  # nothing follows a finish
         n = getattr(r, 'generate_token_len', None)
         if isinstance(n, int) and s.base + n > s.tokens: s.tokens = s.base + n
@@ -424,12 +435,13 @@ def _take_resume(s: _Slot) -> tuple | None:
 def _handle(self: LmdeployEngine, call: _InferCall, s: _Slot, turn: int, r: Any) -> None:
     "One response of turn `turn` of sample `s`: forward its chunk, abort again, record, start a resume that waited."
     with call.lock:
+        sess0 = s.session if turn == s.turn else (s.old.get(turn) or [s.session])[0]  # before `on_turn` may forget an old turn
         ch, again, rec = call.on_turn(s, turn, r, self.clock.now(), self.cfg.reabort_s)
         if ch is not None: call.stream.put(ch)
-        sess, go = s.session, _take_resume(s)
+        sess, go = sess0, _take_resume(s)
     if rec is not None: self.abort_log.append(rec)
     if again: self._submit(sess.abort)
-    if go is not None: self._submit(lambda: self._launch(call, s, *go))
+    if go is not None: threading.Thread(target=self._launch, args=(call, s, *go), name=f'lmdeploy-launch-{s.index}', daemon=True).start()  # not behind the abort worker's queue
 
 @patch
 def _ended(self: LmdeployEngine, call: _InferCall, s: _Slot, turn: int, msg: str) -> None:
@@ -441,7 +453,7 @@ def _ended(self: LmdeployEngine, call: _InferCall, s: _Slot, turn: int, msg: str
         else:
             s.state = 'done'
             call.stream.put(Chunk(s.index, '', s.tokens, 'error', msg))
-    if go is not None: self._submit(lambda: self._launch(call, s, *go))
+    if go is not None: threading.Thread(target=self._launch, args=(call, s, *go), name=f'lmdeploy-launch-{s.index}', daemon=True).start()  # not behind the abort worker's queue
 
 @patch
 def _stream(self: LmdeployEngine, call: _InferCall, prompts: list, gens: list) -> Iterator[Chunk]:
@@ -565,9 +577,9 @@ def resume(self: LmdeployEngine, index: int, keep: int, text: str) -> None:
               'a paused sample', 'done' if s.state == 'done' else 'not paused' if not s.paused else 'already resumed')
         check(isinstance(keep, int) and 0 <= keep <= s.words.chars, f'resume({index}).keep', f'0..{s.words.chars}', keep)
         check(isinstance(text, str), f'resume({index}).text', 'a string', type(text).__name__)
-        if s.drained: go, s.launching = (keep, text, self.clock.now()), True
+        if s.drained or self.cfg.resume_at_once: go, s.launching = (keep, text, self.clock.now()), True
         else: s.pending = (keep, text, self.clock.now())
-    if go is not None: self._submit(lambda: self._launch(call, s, *go))
+    if go is not None: threading.Thread(target=self._launch, args=(call, s, *go), name=f'lmdeploy-launch-{s.index}', daemon=True).start()  # not behind the abort worker's queue
 
 @patch
 def _launch(self: LmdeployEngine, call: _InferCall, s: _Slot, keep: int, text: str, asked: float) -> None:
@@ -575,7 +587,8 @@ def _launch(self: LmdeployEngine, call: _InferCall, s: _Slot, keep: int, text: s
     try:
         pipe, req = self.pipe, call.requests[s.index]
         key = json.dumps(call.prompts[s.index], sort_keys=True)
-        if key not in call.prompt_ids: call.prompt_ids[key] = self.prompt_ids(call.prompts[s.index])
+        with call.prompt_lock:
+            if key not in call.prompt_ids: call.prompt_ids[key] = self.prompt_ids(call.prompts[s.index])
         encode = lambda t: pipe.async_engine.tokenizer.encode(t, add_bos=False)
         with call.lock:
             if s.state == 'done': return  # aborted meanwhile: its 'abort' is out
@@ -593,6 +606,7 @@ def _launch(self: LmdeployEngine, call: _InferCall, s: _Slot, keep: int, text: s
                 call.stream.put(Chunk(s.index, '', s.tokens, 'length'))
                 st['finish'] = 'length'; self.turn_log.append(st)
                 return
+            if not s.drained: s.old[s.turn] = [s.session, s.tokens - s.base, now]  # its abort has not landed yet
             s.turn, s.base, s.state, s.paused, s.drained = s.turn + 1, s.tokens, 'queued', False, False
             s.session = sess = pipe.session()
             gen = generation_config(dataclasses.replace(req.sampling, max_new_tokens=left), turn_seed(req.seed, s.turn),
