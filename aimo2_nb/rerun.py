@@ -13,14 +13,14 @@ from .engines.replay import ReplayEngine
 __all__ = ['DECISIONS', 'decisions', 'replay']
 
 # %% ../nbs/09a_rerun.ipynb #29110534
-DECISIONS = ('answer', 'code_start', 'code_done', 'sample_stop', 'question_stop', 'vote', 'question_end')
+DECISIONS = ('answer', 'code_start', 'code_done', 'tool_call', 'sample_stop', 'question_stop', 'vote', 'question_end')
 
 def decisions(events: list) -> list:
     "The decision events of a trace: what a replay must reproduce. Bookkeeping after the stop keeps no time."
     out = []
     for e in events:
         if e.kind not in DECISIONS: continue
-        if e.kind in ('vote', 'question_end') or (e.kind == 'code_done' and e.status == 'cancelled'): e = replace(e, t=None)
+        if e.kind in ('vote', 'question_end') or (e.kind in ('code_done', 'tool_call') and e.status == 'cancelled'): e = replace(e, t=None)
         out.append(e)
     return out
 
@@ -28,7 +28,7 @@ def replay(events: list, config: RunConfig | None = None) -> SolveResult:
     "Re-run one recorded question through the solver with its recorded inputs."
     start = next(e for e in events if e.kind == 'question_start')
     cfg = config or _config_of(start)
-    eng = ReplayEngine(events)  # code results: the recorded `code_done` events themselves
+    eng = ReplayEngine(events)  # code results: the recorded `code_done` (and TIR `tool_call`) events themselves
     s = Solver(eng, cfg, executor=eng.executor, budget_start=0.0)
     s.done = 0
     # the recorded plan is reproduced by giving the solver the same budget position

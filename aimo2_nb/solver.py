@@ -14,7 +14,7 @@ from .vote import Confidence, SampleAnswer, VoteResult, sample_vote, vote
 from .policies import QuestionPlan, QuestionView, SampleView, StopDecision, plan_question, question_stop, question_view, conf_threshold, sample_stop
 from .prompts import build_requests
 from .engines.base import Chunk, Engine, FinishReason, supports_turns
-from .tools import tool_output
+from .tools import ToolOutput, tool_output
 from . import trace as T
 
 _log = logging.getLogger(__name__)
@@ -281,7 +281,9 @@ def resume_tools(self: _QuestionRun, t: float) -> None:
         h = s.held
         if h is None or s.finish is not None or s.stop_reason is not None or self.k <= h['k']: continue
         if not h['limit'] and 'res' not in h: continue
-        out = tool_output(h.get('res'), self.cfg.tools, self.cfg.answers, h['limit'])
+        res = h.get('res')
+        if isinstance(res, T.ToolCall): out = ToolOutput(res.output, res.status, res.seconds, res.value, res.restarted, res.isolation)  # a replay
+        else: out = tool_output(res, self.cfg.tools, self.cfg.answers, h['limit'])
         kept = s.parser.text[:h['end']]
         try: self.eng.resume(s.index, h['end'], out.text)
         except Exception as e: self.sample_failed(s.index, e); continue

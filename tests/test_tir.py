@@ -224,3 +224,23 @@ def test_a_session_keeps_state_and_loses_it_on_a_crash_with_a_clear_message():
     assert calls[2].status != 'ok' and not calls[2].restarted
     assert calls[3].restarted and 'the session restarted' in calls[3].output and 'NameError' in calls[3].output
     assert r.answer == 42 and all(c.isolation for c in calls)
+
+
+def test_replay_of_a_real_clock_tir_run_with_real_sessions():
+    "Recorded live (threads, real sandbox sessions, real clock), re-run offline: the same decisions, tool calls included."
+    from aimo2_nb.config import ExecConfig, ConsistencyRule
+    from aimo2_nb.executor import Executor
+    def script(req):
+        n = req.prefix.count('```output')
+        if n == 0: return [Step(0.01 * (1 + req.index), f"```python\nx = {20 + req.index % 2}\nprint(x)\n```\n", 5), Step(1e9, 'x')]
+        if n == 1: return [Step(0.01, "```python\nprint(x * 2)\n```\n", 4), Step(1e9, 'x')]
+        v = req.prefix.rsplit('```output\n', 1)[1].split()[0]
+        return say(f"\\boxed{{{v}}}", 200)
+    cfg = config(samples=4, timeout=60.0, rules=[ConsistencyRule(2, 3)])
+    ex = Executor(ExecConfig(timeout=10.0, workers=2))
+    try: r = Solver(TimedEngine(script, clock=RealClock()), cfg, executor=ex).solve('q')
+    finally: ex.close()
+    assert len(of(r, 'tool_call')) >= 4 and r.answer in (40, 42)
+    rep = replay(r.trace)
+    assert rep.answer == r.answer and decisions(rep.trace) == decisions(r.trace)
+    assert [e for e in decisions(rep.trace) if e.kind == 'tool_call'] == [e for e in decisions(r.trace) if e.kind == 'tool_call']
