@@ -401,7 +401,7 @@ def run(self: _QuestionRun) -> SolveResult:
     if (n_tir := sum(r.kind == 'tir' for r in requests)):
         if not self.turns: self.error('engine', f"{type(self.eng).__name__} cannot pause and resume samples: tir samples run as code samples")
         elif callable(getattr(self.s.executor, 'prewarm_sessions', None)):
-            try: self.s.executor.prewarm_sessions(2 * n_tir)  # a spare session per running sample (AIMO-3: 2x beat 1x)
+            try: self.s.executor.prewarm_sessions(n_tir)  # idle spares, refilled as samples take them: 2 sessions a sample (AIMO-3: 2x beat 1x)
             except Exception as e: self.error('executor.prewarm_sessions', e)
     try: self.eng.start(requests)
     except Exception as e:
