@@ -537,3 +537,26 @@ def test_warm_up_of_tir_requests_pauses_and_resumes_each_sample_once():
     plain = e.warm_up([req(i) for i in range(4)], tokens=12, timeout=30)
     assert (plain['ended'], plain['resumed']) == (4, 0)
     e.close()
+
+
+def test_a_tir_turn_that_stops_right_after_its_block_is_paused_not_finished():
+    "EOS right after the fence (a small model 'stops' as its prompt says): no finish; the sample resumes from the block."
+    first = ['Compute.\n', '```python\n', 'print(7)\n', '```']
+    script = lambda p, seed: first if p and isinstance(p[0], dict) else ['It ', 'printed ', '7, ', 'so ', '\\boxed{7}']
+    e, pipes = engine(step_s=0.002, script=script)
+    e.start([dataclasses.replace(req(0, 100), kind='tir'), req(1, 100)])
+    rec = Recorder(e)
+    rec.poll_until(lambda g: rec.text(0).endswith('```\n') and rec.fin(1) is not None)
+    time.sleep(0.05); rec.got += e.poll(0.05)
+    assert rec.fin(0) is None and e._call.samples[0].paused  # paused by the engine, no 'stop' forwarded
+    assert rec.fin(1).finish == 'stop'  # a cot sample's EOS stays its end
+    e.pause(0)  # the solver's pause: nothing to do
+    end = len(''.join(first))
+    e.resume(0, end, OUT)
+    rec.poll_until(lambda g: rec.fin(0) is not None)
+    assert rec.fin(0).finish == 'stop' and rec.text(0).endswith('\\boxed{7}')
+    prompt = pipes[0].prompt_input(chat_messages(req(0, 100)))
+    cont = pipes[0].inputs[-1][1]
+    assert cont[:len(prompt)] == prompt and cont[-len(char_ids(OUT)):] == char_ids(OUT) and len(cont) == len(prompt) + 4 + len(char_ids(OUT))
+    stream_ended(e)
+    e.close()

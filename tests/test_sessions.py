@@ -3,14 +3,13 @@ against sessions, and the attacks sessions add: one session reaching another, a 
 timer running into the next, state surviving a reset. Helpers and fixtures come from test_executor/test_sandbox."""
 from __future__ import annotations
 import os, random, subprocess, sys, textwrap, time, uuid
-from pathlib import Path
 import pytest
 from aimo2_nb.config import ExecConfig
 from aimo2_nb.executor import Executor, ExecSession
 
 import test_executor as te   # tests/ is on pytest's path
 import test_sandbox as ts
-from test_executor import victims, listener  # noqa: F401  (fixtures)
+victims, listener = te.victims, te.listener  # fixtures of test_executor, found by pytest under these names
 from doubles.disarm import DISARM
 
 CFG = dict(te.CFG, uid_base=2_000_000_000 + 1024 * random.randrange(1, 100_000))   # a uid block of this module's own
@@ -360,7 +359,7 @@ def test_network_is_denied(ex, name, listeners):
     with ex.session() as s: assert not _call(s, DISARM + ts.NET[name].format(**listeners)).ok
 
 
-from test_sandbox import listeners  # noqa: E402,F401  (fixture)
+listeners = ts.listeners  # a fixture of test_sandbox
 
 
 def test_environment_is_clean(ex):

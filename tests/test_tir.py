@@ -244,3 +244,52 @@ def test_replay_of_a_real_clock_tir_run_with_real_sessions():
     rep = replay(r.trace)
     assert rep.answer == r.answer and decisions(rep.trace) == decisions(r.trace)
     assert [e for e in decisions(rep.trace) if e.kind == 'tool_call'] == [e for e in decisions(r.trace) if e.kind == 'tool_call']
+
+
+# ---------------------------------------------------------------- a turn that ends right at its block (found by the CPU eval)
+@pytest.mark.parametrize('first', [[Step(0.5, "Compute.\n```python\nprint(18)\n```", 10), Step(0.1, '', 1, 'stop')],
+                                   [Step(0.5, "Compute.\n```python\nprint(18)\n```", 10, 'stop')],
+                                   [Step(0.5, "Compute.\n```python\nprint(18)\n```\n", 10, 'stop')]],
+                         ids=['EOS in its own chunk', 'EOS with the fence', 'EOS after the newline'])
+def test_eos_right_after_the_block_pauses_instead_of_ending(first):
+    s, _ = solver(lambda req: first if not req.prefix else say("It printed 18, so \\boxed{18}.", 20, 8), config())
+    r = s.solve('q')
+    assert r.answer == 18 and [c.value for c in of(r, 'tool_call')] == [18]
+    assert of(r, 'sample_end')[0].finish == 'stop' and r.samples[0]['stop'] == 'tir_boxed'
+
+
+class EosAfterBlock(Typist):
+    "Turn 1 writes a python block and ends (EOS) right after its fence, in the fence's own chunk."
+    def _stream_one(self, sq, req):
+        if req.prefix: yield from Typist._stream_one(self, sq, req); return
+        words = ['Compute.\n', '```python\n', f'print({40 + req.index})\n', '```']
+        for k, w in enumerate(words, 1):
+            time.sleep(0.005)
+            yield Chunk(req.index, w, k, 'stop' if k == len(words) else None)
+
+def test_threaded_engine_eos_after_the_block_resumes():
+    eng = EosAfterBlock(clock=RealClock())
+    class Ex:
+        def submit(self, code, timeout=None):
+            f = ClockFuture(); threading.Timer(0.05, lambda: f.set(run_print(code))).start(); return f
+    r = Solver(eng, config(samples=3, rules=[]), executor=Ex()).solve('q')
+    eng.close()
+    assert sorted(d['vote'] for d in r.samples) == [40, 41, 42] and len(of(r, 'tool_call')) == 3
+
+def test_a_block_on_the_last_allowed_token_ends_only_that_sample():
+    "No tokens left for the continuation: that sample ends 'length'; the samples queued behind it still run."
+    class Short(Typist):
+        def _stream_one(self, sq, req):
+            if req.index == 0 and not req.prefix:
+                for k, w in enumerate(['```python\n', 'print(1)\n', '```\n'], 1): yield Chunk(0, w, k)
+                yield Chunk(0, '', 3, 'length'); return
+            yield from Typist._stream_one(self, sq, req)
+    eng = Short(clock=RealClock())
+    class Ex:
+        def submit(self, code, timeout=None):
+            f = ClockFuture(); f.set(run_print(code)); return f
+    cfg2 = config(samples=3, rules=[]); cfg2.sampling.max_new_tokens = 3
+    r = Solver(eng, cfg2, executor=Ex()).solve('q')
+    eng.close()
+    fins = {e.sample: e.finish for e in of(r, 'sample_end')}
+    assert fins[0] == 'length' and not [e for e in r.trace if e.kind == 'error']

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Literal, Protocol, Sequence, runtime_checkable
 from ..core import Clock, RealClock, check, check_choice
 from ..prompts import SampleRequest
+from ..answers import CodeBlock, parse_all
 
 # %% auto #0
-__all__ = ['FinishReason', 'SampleState', 'ENGINE_KINDS', 'Chunk', 'Engine', 'TurnEngine', 'supports_turns', 'ThreadedStream',
-           'SampleQueue', 'cpu_cores', 'SequentialEngine', 'engine_module', 'engine_class', 'load_engine']
+__all__ = ['FinishReason', 'SampleState', 'ENGINE_KINDS', 'Chunk', 'Engine', 'TurnEngine', 'supports_turns', 'ends_at_tool_call',
+           'ThreadedStream', 'SampleQueue', 'cpu_cores', 'SequentialEngine', 'engine_module', 'engine_class',
+           'load_engine']
 
 # %% ../../nbs/08_engine_base.ipynb #f9322526
 FinishReason = Literal['stop', 'length', 'abort', 'error']
@@ -53,6 +55,11 @@ class TurnEngine(Engine, Protocol):
 def supports_turns(engine: Any) -> bool:
     "Whether `engine` can pause and resume samples (needed by prompt kind 'tir')."
     return callable(getattr(engine, 'pause', None)) and callable(getattr(engine, 'resume', None))
+
+def ends_at_tool_call(text: str) -> bool:
+    "Whether `text` ends with a closed python block (a TIR turn that stopped there wants its tool's output, not its end)."
+    evs = parse_all(text)
+    return bool(evs) and isinstance(evs[-1], CodeBlock) and not text[evs[-1].end:].strip()
 
 # %% ../../nbs/08_engine_base.ipynb #64ce49e0
 class ThreadedStream:
@@ -135,13 +142,14 @@ class SampleQueue:
                 if not any(s in ('paused', 'running') for s in self.state.values()): return None
                 self.cv.wait(wait)
 
-    def request(self, i: int) -> SampleRequest:
-        "The request of sample `i`'s current turn: its text so far as prefix, its token budget less what it used."
+    def request(self, i: int) -> SampleRequest | None:
+        "The request of sample `i`'s current turn: its text so far as prefix, its token budget less what it used (None: no budget left)."
         r = self.by_index[i]
         if not self.turn[i]: return r
-        s = r.sampling
+        s, left = r.sampling, r.sampling.max_new_tokens - self.tokens[i]
+        if left <= 0: return None
         return dataclasses.replace(r, prefix=''.join(self.text[i]), seed=(r.seed + self.turn[i]) & 0x7FFFFFFF,
-                                   sampling=dataclasses.replace(s, max_new_tokens=max(0, s.max_new_tokens - self.tokens[i])))
+                                   sampling=dataclasses.replace(s, max_new_tokens=left))
 
     def deliver(self, ch: Chunk, put: Callable[[Chunk], None]) -> None:
         "Forward chunk `ch` of a turn with cumulative tokens, unless its sample is paused or done (then only count it)."
@@ -150,6 +158,10 @@ class SampleQueue:
             if i not in self.by_index: return put(ch)
             self.tokens[i] = max(self.tokens[i], self.base[i] + (ch.tokens if isinstance(ch.tokens, int) else 0))
             if self.state[i] == 'done' or i in self.pausing: return
+            if ch.finish == 'stop' and self.by_index[i].kind == 'tir' and ends_at_tool_call(''.join(self.text[i]) + ch.text):
+                text = ch.text if ch.text.endswith('\n') else ch.text + '\n'  # completes the line: the parser then sees the block
+                self.pausing.add(i)  # its turn ends here: paused, not finished
+                ch = dataclasses.replace(ch, text=text, finish=None, error=None)
             if ch.text: self.text[i].append(ch.text)
             put(dataclasses.replace(ch, tokens=self.tokens[i]))
 
@@ -226,9 +238,9 @@ class SequentialEngine:
         with self._exclusive:
             self._load()
             while (i := sq.next_ready()) is not None:  # queued (and resumed) samples, waiting while only paused ones are left
-                req = sq.request(i)
                 try:
-                    if req.sampling.max_new_tokens <= 0: yield Chunk(i, '', 0, 'length')  # a turn with no tokens left
+                    req = sq.request(i)
+                    if req is None: yield Chunk(i, '', 0, 'length')  # a turn with no tokens left
                     else: yield from self._stream_one(sq, req)
                 except Exception as e: yield Chunk(i, '', 0, 'error', f"{type(e).__name__}: {e}")
                 finally: sq.end(i)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Literal, Sequence, get_args
 from ..core import Clock, ConfigError, RealClock, check, check_choice, check_range, patch
 from ..config import SamplingConfig, from_dict
-from .base import Chunk, SampleRequest, SampleState, ThreadedStream
+from .base import Chunk, SampleRequest, SampleState, ThreadedStream, ends_at_tool_call
 
 # %% auto #0
 __all__ = ['Backend', 'ModelFormat', 'ExecutorBackend', 'QuantPolicy', 'LmdeployConfig', 'settings_config', 'backend_kwargs',
@@ -311,9 +311,13 @@ def on_turn(self: _InferCall, s: _Slot, turn: int, r: Any, now: float, reabort_s
         if s.paused:
             if fin is not None: s.drained = True  # the paused turn ended (abort, or stop/length before the abort landed)
             return None, again, None
-        s.state = 'running' if fin is None else 'done'
         text = getattr(r, 'text', '') or ''
         s.words.add(getattr(r, 'token_ids', None) or (), text)
+        req = self.requests.get(s.index)
+        if fin == 'stop' and req is not None and req.kind == 'tir' and ends_at_tool_call(s.words.text):
+            fin, text = None, text if text.endswith('\n') else text + '\n'  # the turn stopped at its tool call: paused, not finished
+            s.paused, s.drained, s.pending, s.pause_t, s.pause_tokens = True, True, None, now, s.tokens
+        s.state = 'running' if fin is None else 'done'
         err = None
         if fin == 'error':
             err = f"lmdeploy error {getattr(r, 'error_code', None)}: {getattr(r, 'error_message', None) or 'no message'}"

@@ -8,7 +8,7 @@ import dataclasses, hashlib, heapq, itertools, os, signal, threading
 from dataclasses import dataclass
 from typing import Callable, Sequence
 from ..core import Clock, RealClock, VirtualClock, check, check_choice, patch
-from .base import Chunk, SampleRequest
+from .base import Chunk, SampleRequest, ends_at_tool_call
 
 # %% auto #0
 __all__ = ['FAULTS', 'Step', 'say', 'TimedEngine', 'hash_answer', 'ScriptedEngine', 'ClockFuture', 'ScriptedExecutor',
@@ -65,9 +65,14 @@ class TimedEngine:
 @patch
 def _chunk(self: TimedEngine, i: int, st: Step) -> Chunk:
     n = st.tokens if st.tokens is not None else (max(1, len(st.text) // 4) if st.text else 0)
-    self.tokens[i] += n; self.text[i] = self.text.get(i, '') + st.text
-    if st.finish: self.open.discard(i)
-    return Chunk(i, st.text, self.tokens[i], st.finish, st.error, st.logprobs)
+    text, finish, err = st.text, st.finish, st.error
+    r = self.reqs.get(i)
+    if finish == 'stop' and r is not None and r.kind == 'tir' and ends_at_tool_call(self.text.get(i, '') + text):
+        text, finish, err = (text if text.endswith('\n') else text + '\n'), None, None  # the turn stopped at its tool call: paused
+        self.paused.add(i)
+    self.tokens[i] += n; self.text[i] = self.text.get(i, '') + text
+    if finish: self.open.discard(i)
+    return Chunk(i, text, self.tokens[i], finish, err, st.logprobs)
 
 @patch
 def poll(self: TimedEngine, timeout: float) -> list[Chunk]:
