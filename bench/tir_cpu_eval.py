@@ -118,6 +118,8 @@ def main(argv=None) -> int:
     ap.add_argument('--out', default=str(ROOT / 'bench' / 'tir-cpu-eval-2026-11-30.json'))
     ap.add_argument('--commands', default='', help='a file holding the exact commands run (copied into the JSON)')
     ap.add_argument('--notes', default='', help='a Markdown file put above the table in the .md')
+    ap.add_argument('--rerun-unfed', action='store_true',
+                    help="run (in the sandbox) each TIR block whose output never came back: would it have printed the gold answer?")
     ap.add_argument('--keep', default='', help='copy each run (results, meta, config, trace without tick events) to KEEP/<name>')
     a = ap.parse_args(argv)
     names = ['code_cot', 'tir']
@@ -137,12 +139,32 @@ def main(argv=None) -> int:
                            only_tir=pairs[False, True], both_wrong=pairs[False, False],
                            per_question={q: dict(code_cot=oks['code_cot'][q], tir=oks['tir'][q]) for q in common}),
                commands=Path(a.commands).read_text().splitlines() if a.commands else [])
+    if a.rerun_unfed: doc['unfed_blocks_rerun'] = rerun_unfed(runs[1])
     out = Path(a.out)
     out.write_text(json.dumps(doc, indent=1) + '\n')
     md = (Path(a.notes).read_text().rstrip() + '\n\n' if a.notes else '') + markdown(doc)
     out.with_suffix('.md').write_text(md)
     print(markdown(doc))
     return 0
+
+
+def rerun_unfed(folders: list[Path]) -> dict:
+    "Each TIR block whose output never came back (a `code_start` with no `tool_call` of its number), run now: its value vs gold."
+    sys.path.insert(0, str(ROOT))
+    from aimo2_nb.answers import code_answer
+    from aimo2_nb.executor import run_code
+    gold = {str(r['id']): r['gold'] for f in folders for r in read_jsonl(f / 'results.jsonl')}
+    starts, called = {}, set()
+    for e in (e for f in folders for e in read_jsonl(f / 'traces.jsonl')):
+        if e.get('kind') == 'code_start': starts[e['qid'], e['sample'], e['block']] = e['code']
+        elif e.get('kind') == 'tool_call': called.add((e['qid'], e['sample'], e['call']))
+    rows = []
+    for (q, i, b), code in sorted(starts.items()):
+        if (q, i, b) in called: continue
+        res = run_code(code, 6.0)
+        v = code_answer(res.stdout or '')
+        rows.append(dict(qid=q, sample=i, block=b, status=res.status, value=v, gold=gold.get(q), prints_gold=v == gold.get(q)))
+    return dict(blocks=len(rows), prints_gold=sum(r['prints_gold'] for r in rows), rows=rows)
 
 
 def keep(folders: list[Path], dest: Path) -> None:
@@ -185,6 +207,8 @@ def markdown(doc: dict) -> str:
     lines.append(f"\ntir samples with a closed python block whose output never came back: {t['tir_block_not_fed_back']} of "
                  f"{t['samples']}; {t['tir_block_not_fed_back_finish_stop']} of them ended with finish 'stop' (the turn's "
                  "own end right after the block ended the sample instead of pausing it).")
+    if (u := doc.get('unfed_blocks_rerun')):
+        lines.append(f"Run now in the sandbox, {u['prints_gold']} of those {u['blocks']} blocks print the gold answer.")
     for name in ('code_cot', 'tir'):
         lines.append(f"\n{name} by prompt kind: " + '; '.join(
             f"{k}: {v['samples']} samples, {pct(v['sample_accuracy'])} right, {pct(v['share_ran_code'])} ran code, "
