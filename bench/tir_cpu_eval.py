@@ -40,6 +40,7 @@ def printed_values(text: str) -> set[int]:
 
 def read_jsonl(p: Path) -> list[dict]:
     rows = []
+    if not p.exists(): return rows  # a run that has not finished a question yet
     for line in p.read_text(encoding='utf-8').splitlines():
         try: rows.append(json.loads(line))
         except json.JSONDecodeError: pass  # a torn last line
@@ -114,7 +115,8 @@ def run_metrics(folders: list[Path]) -> tuple[dict, dict]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog='tir_cpu_eval.py', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('runs', nargs=2, help="run folders of the baseline (code + cot), then of tir; several batches: 'DIR1,DIR2'")
+    ap.add_argument('runs', nargs='+', help="run folders of the baseline (code + cot), of tir, and optionally of tir on a later "
+                    "commit (tir_fixed); several batches of one configuration: 'DIR1,DIR2'")
     ap.add_argument('--out', default=str(ROOT / 'bench' / 'tir-cpu-eval-2026-11-30.json'))
     ap.add_argument('--commands', default='', help='a file holding the exact commands run (copied into the JSON)')
     ap.add_argument('--notes', default='', help='a Markdown file put above the table in the .md')
@@ -122,7 +124,8 @@ def main(argv=None) -> int:
                     help="run (in the sandbox) each TIR block whose output never came back: would it have printed the gold answer?")
     ap.add_argument('--keep', default='', help='copy each run (results, meta, config, trace without tick events) to KEEP/<name>')
     a = ap.parse_args(argv)
-    names = ['code_cot', 'tir']
+    if len(a.runs) not in (2, 3): ap.error('two or three run folders (lists)')
+    names = NAMES[:len(a.runs)]
     runs = [[Path(d) for d in r.split(',')] for r in a.runs]
     if a.keep:
         for name, folders in zip(names, runs): keep(folders, Path(a.keep) / name)
@@ -130,15 +133,11 @@ def main(argv=None) -> int:
     res, oks = {}, {}
     for name, run in zip(names, runs):
         res[name], oks[name] = run_metrics(run)
-    common = sorted(set(oks['code_cot']) & set(oks['tir']))
-    pairs = Counter((oks['code_cot'][q], oks['tir'][q]) for q in common)
     doc = dict(what='TIR vs the seed code+cot mix, embedded qwen2.5-coder-0.5b (llama.cpp) on CPU, GSM8K test subset',
                problem_set='aimo2_nb/problems/gsm8k_test_40.csv (provenance in aimo2_nb/problems/README.md)',
-               runs=res,
-               paired=dict(questions=len(common), both_right=pairs[True, True], only_code_cot=pairs[True, False],
-                           only_tir=pairs[False, True], both_wrong=pairs[False, False],
-                           per_question={q: dict(code_cot=oks['code_cot'][q], tir=oks['tir'][q]) for q in common}),
+               runs=res, paired=paired(oks, 'tir'),
                commands=Path(a.commands).read_text().splitlines() if a.commands else [])
+    if 'tir_fixed' in oks: doc['paired_fixed'], doc['paired_tir_fixed'] = paired(oks, 'tir_fixed'), paired(oks, 'tir_fixed', 'tir')
     if a.rerun_unfed: doc['unfed_blocks_rerun'] = rerun_unfed(runs[1])
     out = Path(a.out)
     out.write_text(json.dumps(doc, indent=1) + '\n')
@@ -146,6 +145,22 @@ def main(argv=None) -> int:
     out.with_suffix('.md').write_text(md)
     print(markdown(doc))
     return 0
+
+
+NAMES = ['code_cot', 'tir', 'tir_fixed']
+
+
+def paired(oks: dict, name: str, base: str = 'code_cot') -> dict:
+    "Question-by-question comparison of run `base` with run `name`, over the questions both answered."
+    common = sorted(set(oks[base]) & set(oks[name]))
+    pairs = Counter((oks[base][q], oks[name][q]) for q in common)
+    out = dict(questions=len(common), both_right=pairs[True, True], only_code_cot=pairs[True, False],
+               only_tir=pairs[False, True], both_wrong=pairs[False, False],
+               per_question={q: dict(code_cot=oks[base][q], tir=oks[name][q]) for q in common})
+    if base != 'code_cot':
+        out[f'only_{base}'], out[f'only_{name}'] = out.pop('only_code_cot'), out.pop('only_tir')
+        out['per_question'] = {q: {base: oks[base][q], name: oks[name][q]} for q in common}
+    return out
 
 
 def rerun_unfed(folders: list[Path]) -> dict:
@@ -180,40 +195,47 @@ def keep(folders: list[Path], dest: Path) -> None:
 
 def markdown(doc: dict) -> str:
     "The short table of the results."
-    rows = [('questions', 'questions'), ('accuracy (voted answer)', None), ('seconds per question', 'seconds_per_question'),
-            ('tokens per question', 'tokens_per_question')]
     r = doc['runs']
+    names = [n for n in NAMES if n in r]
+    head = {'code_cot': 'code + cot (seed mix)', 'tir': 'tir', 'tir_fixed': 'tir, later commit'}
     pct = lambda x: '-' if x is None else f'{100 * x:.0f}%'
     ci = lambda c: f'[{100 * c[0]:.0f}, {100 * c[1]:.0f}]'
-    lines = ['| | code + cot (seed mix) | tir |', '| --- | --- | --- |']
-    for label, key in rows:
-        if key is None:
-            lines.append(f"| {label} | {r['code_cot']['correct']}/{r['code_cot']['questions']} = {pct(r['code_cot']['accuracy'])} {ci(r['code_cot']['accuracy_ci95'])}"
-                         f" | {r['tir']['correct']}/{r['tir']['questions']} = {pct(r['tir']['accuracy'])} {ci(r['tir']['accuracy_ci95'])} |")
-        else: lines.append(f"| {label} | {r['code_cot'][key]} | {r['tir'][key]} |")
-    s = lambda run, k: r[run]['all_samples'][k]
-    lines += [f"| sample accuracy | {pct(s('code_cot', 'sample_accuracy'))} {ci(s('code_cot', 'sample_accuracy_ci95'))} | {pct(s('tir', 'sample_accuracy'))} {ci(s('tir', 'sample_accuracy_ci95'))} |",
-              f"| samples answered | {pct(s('code_cot', 'answered_share'))} | {pct(s('tir', 'answered_share'))} |",
-              f"| samples that ran code (tir: a tool call) | {pct(s('code_cot', 'share_ran_code'))} | {pct(s('tir', 'share_ran_code'))} |",
-              f"| code runs (tool calls) per sample | {s('code_cot', 'code_runs_per_sample')} | {s('tir', 'code_runs_per_sample')} |",
-              f"| answers equal to a number the code printed | {pct(s('code_cot', 'share_answers_from_code_output'))} | {pct(s('tir', 'share_answers_from_code_output'))} |",
-              f"| tokens per sample | {s('code_cot', 'tokens_per_sample')} | {s('tir', 'tokens_per_sample')} |",
-              f"| tokens per answer | {s('code_cot', 'tokens_per_answer')} | {s('tir', 'tokens_per_answer')} |"]
-    p = doc['paired']
-    lines += ['', f"Paired over {p['questions']} questions: both right {p['both_right']}, only code+cot {p['only_code_cot']}, "
-              f"only tir {p['only_tir']}, both wrong {p['both_wrong']}. Intervals: 95% Wilson (sample intervals ignore "
-              "that a question's samples are correlated: read them as narrower than they should be)."]
-    t = r['tir']['all_samples']
-    lines.append(f"\ntir samples with a closed python block whose output never came back: {t['tir_block_not_fed_back']} of "
-                 f"{t['samples']}; {t['tir_block_not_fed_back_finish_stop']} of them ended with finish 'stop' (the turn's "
-                 "own end right after the block ended the sample instead of pausing it).")
-    if (u := doc.get('unfed_blocks_rerun')):
-        lines.append(f"Run now in the sandbox, {u['prints_gold']} of those {u['blocks']} blocks print the gold answer.")
-    for name in ('code_cot', 'tir'):
-        lines.append(f"\n{name} by prompt kind: " + '; '.join(
+    s = lambda n, k: r[n]['all_samples'][k]
+    rows = [('questions', lambda n: r[n]['questions']),
+            ('accuracy (voted answer)', lambda n: f"{r[n]['correct']}/{r[n]['questions']} = {pct(r[n]['accuracy'])} {ci(r[n]['accuracy_ci95'])}"),
+            ('seconds per question', lambda n: r[n]['seconds_per_question']),
+            ('tokens per question', lambda n: r[n]['tokens_per_question']),
+            ('sample accuracy', lambda n: f"{pct(s(n, 'sample_accuracy'))} {ci(s(n, 'sample_accuracy_ci95'))}"),
+            ('samples answered', lambda n: pct(s(n, 'answered_share'))),
+            ('samples that ran code (tir: a tool call)', lambda n: pct(s(n, 'share_ran_code'))),
+            ('code runs (tool calls) per sample', lambda n: s(n, 'code_runs_per_sample')),
+            ('answers equal to a number the code printed', lambda n: pct(s(n, 'share_answers_from_code_output'))),
+            ('tokens per sample', lambda n: s(n, 'tokens_per_sample')),
+            ('tokens per answer', lambda n: s(n, 'tokens_per_answer'))]
+    lines = ['| | ' + ' | '.join(head[n] for n in names) + ' |', '| --- |' + ' --- |' * len(names)]
+    lines += ['| ' + label + ' | ' + ' | '.join(str(f(n)) for n in names) + ' |' for label, f in rows]
+    lines.append('')
+    for key, name in (('paired', 'tir'), ('paired_fixed', 'tir, later commit')):
+        if (p := doc.get(key)):
+            lines.append(f"Paired with {name} over {p['questions']} questions: both right {p['both_right']}, only code+cot "
+                         f"{p['only_code_cot']}, only {name} {p['only_tir']}, both wrong {p['both_wrong']}.")
+    if (p := doc.get('paired_tir_fixed')):
+        lines.append(f"tir against tir on the later commit over {p['questions']} questions: both right {p['both_right']}, "
+                     f"only tir {p['only_tir']}, only the later commit {p['only_tir_fixed']}, both wrong {p['both_wrong']}.")
+    lines.append("Intervals: 95% Wilson (sample intervals ignore that a question's samples are correlated: read them as "
+                 "narrower than they should be).")
+    for n in names[1:]:
+        t = r[n]['all_samples']
+        lines.append(f"\n{head[n]}: samples with a closed python block whose output never came back: {t['tir_block_not_fed_back']} "
+                     f"of {t['samples']}; {t['tir_block_not_fed_back_finish_stop']} of them ended with finish 'stop' (the turn's "
+                     "own end right after the block ended the sample instead of pausing it).")
+        if n == 'tir' and (u := doc.get('unfed_blocks_rerun')):
+            lines.append(f"Run now in the sandbox, {u['prints_gold']} of those {u['blocks']} blocks print the gold answer.")
+    for n in names:
+        lines.append(f"\n{head[n]} by prompt kind: " + '; '.join(
             f"{k}: {v['samples']} samples, {pct(v['sample_accuracy'])} right, {pct(v['share_ran_code'])} ran code, "
             f"{v['code_runs_per_sample']} runs/sample, {pct(v['share_answers_from_code_output'])} of answers from code output"
-            for k, v in r[name]['by_kind'].items()))
+            for k, v in r[n]['by_kind'].items()))
     return '\n'.join(lines) + '\n'
 
 
