@@ -434,7 +434,7 @@ def report_table(run_dirs: Iterable[str | Path]) -> str:
     return '\n'.join([line(REPORT_COLUMNS), line(['---'] * len(REPORT_COLUMNS))] + [line(r) for r in rows])
 
 # %% ../nbs/13_eval.ipynb #9a8c2e42
-KIND_COLORS = {'cot': '#1f77b4', 'code': '#ff7f0e'}
+KIND_COLORS = {'cot': '#1f77b4', 'code': '#ff7f0e', 'tir': '#2ca02c'}
 
 def _figure(w: float = 9, h: float = 4.5):
     "A matplotlib Figure on the Agg canvas."
