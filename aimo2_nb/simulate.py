@@ -318,8 +318,8 @@ class _SimSample:
     def view(self) -> SampleView:
         return SampleView(self.rec.kind, self.boxed, self.code, self.n_blocks, len(self.pending), self.fence)
     def tool_votes(self, final: bool = False) -> bool:
-        "A TIR sample that ended (or the question did) without a boxed answer votes with its last tool answer (as the solver)."
-        return self.rec.kind == 'tir' and self.tool is not None and self.boxed is None and (final or not self.running)
+        "A TIR sample that ended on its own, before the question stopped, without a boxed answer votes with its last tool answer (as the solver)."
+        return self.rec.kind == 'tir' and self.tool is not None and self.boxed is None and self.done
     def answer(self, final: bool = False) -> SampleAnswer:
         code = self.tool if self.tool_votes(final) else self.code
         return SampleAnswer(self.rec.index, self.boxed, code, float(self.seq if self.seq is not None else -1), self.rec.kind, self.rec.conf)

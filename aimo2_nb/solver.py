@@ -46,15 +46,16 @@ class _SampleState:
     tool_s: float = 0.0  # tool seconds used (TIR)
     tool_values: list = field(default_factory=list)  # answers its tool outputs printed (TIR; recorded, not votes)
     session: Any = None  # its executor session (TIR)
+    tool_vote: bool = False  # it ended on its own, before the question stopped, without a boxed answer: its last tool answer votes (TIR)
 
     def view(self, threshold: float | None = None) -> SampleView:
         "What the sample-level stop rule sees of it (`threshold`: the question's confidence threshold)."
         return SampleView(self.kind, self.boxed, self.code_answer, self.n_blocks, len(self.pending), self.fence,
                           self.conf.window_nll, threshold)
     def answer(self) -> SampleAnswer:
-        "Its answers, as the vote takes them (a TIR sample's last tool answer only if it ended without a boxed one)."
+        "Its answers, as the vote takes them (a TIR sample's last tool answer only if it ended on its own without a boxed one)."
         code = self.code_answer
-        if self.kind == 'tir' and self.tool_values and self.boxed is None and self.finish is not None: code = self.tool_values[-1]
+        if self.kind == 'tir' and self.tool_vote: code = self.tool_values[-1]
         return SampleAnswer(self.index, self.boxed, code, float(self.seq if self.seq is not None else -1), self.kind, self.conf.tail_nll)
 
 # %% ../nbs/09_solver.ipynb #1b255413
@@ -206,7 +207,8 @@ def on_chunk(self: _QuestionRun, ch: Chunk, t: float) -> None:
     if ch.finish is not None:
         evs += s.parser.finish()
         s.finish, s.error = ch.finish, ch.error
-        if s.kind == 'tir' and s.tool_values and s.boxed is None: self.arrived(s)  # its last tool answer now votes
+        if s.kind == 'tir' and s.tool_values and s.boxed is None and ch.finish in ('stop', 'length') and not self.stopped:
+            s.tool_vote = True; self.arrived(s)  # its last tool answer now votes (an aborted sample's never does)
         if ch.finish == 'error': self.error(f'sample {s.index}', ch.error or 'engine error')
     if s.stop_reason is None and not self.stopped:
         for ev in evs:

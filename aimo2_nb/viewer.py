@@ -303,7 +303,8 @@ def _lane_vote(L: dict) -> int | None:
     if L['kind'] == 'tir':
         boxed = [e.value for e in ans if e.source == 'boxed' and e.value is not None]
         tools = [e.value for e in L['events'] if e.kind == 'tool_call' and e.value is not None]
-        return boxed[-1] if boxed else (tools[-1] if tools else None)
+        own_end = any(e.kind == 'sample_end' and e.finish in ('stop', 'length') for e in L['events'])  # not aborted by the stop
+        return boxed[-1] if boxed else (tools[-1] if tools and own_end else None)
     code = [e.value for e in ans if e.source == 'code']
     return code[-1] if code else (ans[-1].value if ans else None)
 
