@@ -14,7 +14,7 @@ Needs what bench/gpu_run.py needs (bench/GPU.md): the `.whl/` wheels and the `.g
 r1-tokenizer) carried to the machine.
 """
 from __future__ import annotations
-import argparse, datetime, json, os, sys, time
+import datetime, json, os, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,15 +62,7 @@ def round_(eng, n: int, new_tokens: int, logprobs: int, limit_s: float) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog='gpu_logprobs.py', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--dry-run', action='store_true')
-    ap.add_argument('--deadline', type=float, default=540)
-    ap.add_argument('--weights', choices=('awq', 'bf16'), default='awq')
-    ap.add_argument('--n', type=int, default=16, help='samples decoded together')
-    ap.add_argument('--new-tokens', type=int, default=2048)
-    ap.add_argument('--rounds', type=int, default=4, help='alternating off/on rounds (even)')
-    ap.add_argument('--model-dir', default='/dev/shm/aimo2-r1-14b')
-    ap.add_argument('--fake-step-s', type=float, default=0.005)
+    ap = G.rounds_parser('gpu_logprobs.py', __doc__, 'alternating off/on rounds (even)', 0.005)
     args = ap.parse_args(argv)
     if args.dry_run and '--new-tokens' not in (argv or sys.argv[1:]): args.new_tokens = 64
     t_start = time.time(); deadline = t_start + args.deadline

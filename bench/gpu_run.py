@@ -15,7 +15,7 @@ every stage is time-guarded and the results file is rewritten after each stage, 
 Writes bench/gpu-<date>.json, and $OUT/gpu-<date>.json plus worker logs when OUT is set.
 """
 from __future__ import annotations
-import argparse, csv, datetime, json, os, platform, signal, subprocess, sys, threading, time, traceback
+import argparse, csv, datetime, json, os, platform, signal, subprocess, sys, time, traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -345,6 +345,19 @@ def summarize(result: dict) -> None:
     if sol: result['solver'] = sol
     ok = [v for v in result['adapter_vs_raw'].values() if v is not None]
     result['goal_adapter_vs_raw_0.97'] = bool(ok) and min(ok) >= 0.97
+
+def rounds_parser(prog: str, doc: str, rounds_help: str, fake_step_s: float) -> argparse.ArgumentParser:
+    "The options every on/off-rounds GPU script shares (gpu_logprobs.py, gpu_tir.py): one engine, 16 samples, alternating rounds."
+    ap = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--dry-run', action='store_true', help='stand-in pipeline on CPU, scaled-down workload')
+    ap.add_argument('--deadline', type=float, default=540, help='seconds this script may run in all')
+    ap.add_argument('--weights', choices=('awq', 'bf16'), default='awq')
+    ap.add_argument('--n', type=int, default=16, help='samples decoded together')
+    ap.add_argument('--new-tokens', type=int, default=2048)
+    ap.add_argument('--rounds', type=int, default=4, help=rounds_help)
+    ap.add_argument('--model-dir', default='/dev/shm/aimo2-r1-14b', help='where the random model is written (AWQ: +"-awq")')
+    ap.add_argument('--fake-step-s', type=float, default=fake_step_s, help='dry run: seconds per fake decode step')
+    return ap
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog='gpu_run.py', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

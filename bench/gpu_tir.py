@@ -22,7 +22,7 @@ Writes $OUT/gpu-tir-<date>.json (and bench/gpu-tir-<date>.json on a real run), p
 $OUT/tir-solver-trace.jsonl.
 """
 from __future__ import annotations
-import argparse, dataclasses, datetime, json, os, random, signal, subprocess, sys, threading, time, traceback
+import dataclasses, datetime, json, os, random, signal, subprocess, sys, threading, time, traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -371,22 +371,14 @@ def group_alive(pgid: int) -> bool:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog='gpu_tir.py', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--dry-run', action='store_true')
-    ap.add_argument('--deadline', type=float, default=540)
-    ap.add_argument('--weights', choices=('awq', 'bf16'), default='awq')
-    ap.add_argument('--n', type=int, default=16, help='samples decoded together')
-    ap.add_argument('--new-tokens', type=int, default=2048)
+    ap = G.rounds_parser('gpu_tir.py', __doc__, '(a): rounds, plain and turns alternating (even)', 0.004)
     ap.add_argument('--every', type=int, default=512, help='(a): a tool call every this many tokens')
     ap.add_argument('--out-tokens', type=int, default=100, help='tokens of each output block fed back')
-    ap.add_argument('--rounds', type=int, default=4, help='(a): rounds, plain and turns alternating (even)')
     ap.add_argument('--ttft-at', type=int, default=1800, help='(b): tokens before the pause')
     ap.add_argument('--questions', type=int, default=3, help='(c): TIR questions')
     ap.add_argument('--solver-samples', type=int, default=16)
     ap.add_argument('--solver-limit', type=float, default=10.0, help='(c): seconds a question')
     ap.add_argument('--tool-timeout', type=float, default=6.0)
-    ap.add_argument('--model-dir', default='/dev/shm/aimo2-r1-14b')
-    ap.add_argument('--fake-step-s', type=float, default=0.004)
     ap.add_argument('--worker-out'); ap.add_argument('--worker-deadline', type=float); ap.add_argument('--model-path', default='')
     ap.add_argument('--log-dir', type=Path)
     args = ap.parse_args(argv)
