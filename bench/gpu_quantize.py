@@ -147,7 +147,7 @@ def main(argv=None) -> int:
         t0 = time.monotonic()
         if a.dry_run:
             try: make_tiny_cpu_model(src); rc = 0
-            except Exception as e: rc = 1; logf.write(traceback.format_exc())
+            except Exception: rc = 1; logf.write(traceback.format_exc())
             dt = round(time.monotonic() - t0, 1)
         else:
             rc, dt = run([sys.executable, GPU_DIR / 'make_random_qwen2.py', '--out', src, '--tok', GPU_DIR / 'r1-tokenizer',

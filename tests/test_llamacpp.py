@@ -203,3 +203,32 @@ def test_poll_honours_timeout_when_idle(eng):
     t0 = time.monotonic()
     assert eng.poll(0.2) == []
     assert 0.15 <= time.monotonic() - t0 < 1.0
+
+
+# ---------------------------------------------------------------- log-probabilities
+
+@needs_llama
+@pytest.mark.slow
+def test_logprobs_are_the_models_own(eng):
+    "With `sampling.logprobs`, each token's raw log-probability arrives with its chunk: equal to llama.cpp's own `logits_all` ones."
+    from llama_cpp import Llama
+    eng.start([SampleRequest(0, POEM, SamplingConfig(max_new_tokens=16, temperature=0.0, logprobs=1), seed=1)])
+    got = [c for c in drain(eng, [0]) if c.index == 0]
+    lps = [lp for c in got for lp in c.logprobs]
+    end = got[-1]
+    assert len(lps) == end.tokens and all(lp <= 0 for lp in lps)  # one a sampled token, the end-of-turn token included
+    # reference: a second copy of the model that keeps every position's logits (what llama-cpp-python needs for logprobs)
+    ref_llm = Llama(model_path=str(gguf_path(SMALL)), n_ctx=256, n_threads=eng.n_threads, logits_all=True, verbose=False)
+    try:
+        prompt, stop = eng._prompt(POEM)
+        ref = ref_llm.create_completion(prompt, stream=False, stop=stop, max_tokens=16, temperature=0.0, logprobs=1)
+    finally:
+        ref_llm.close()
+    assert text_of(got, 0) == ref['choices'][0]['text']
+    want = ref['choices'][0]['logprobs']['token_logprobs']
+    assert len(want) >= 8 and len(lps) == len(want) + (end.finish == 'stop')
+    assert lps[:len(want)] == pytest.approx(want, abs=2e-3)
+    assert len(set(round(x, 3) for x in want)) > 1  # not a constant: the comparison can fail
+    eng.start([req(1, n=5)])
+    assert all(c.logprobs == () for c in drain(eng, [1]))  # off unless asked
+    assert 'sample' not in vars(eng._llm)  # the hook is gone with the sample

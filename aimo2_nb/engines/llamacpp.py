@@ -4,7 +4,8 @@
 
 # %% ../../nbs/11_engine_llamacpp.ipynb #f6e364ba
 from __future__ import annotations
-import importlib, importlib.util, os, shutil, tempfile
+import importlib, importlib.util, math, os, shutil, tempfile
+import numpy as np
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -13,7 +14,7 @@ from .base import Chunk, SampleQueue, SampleRequest, SequentialEngine, cpu_cores
 
 # %% auto #0
 __all__ = ['MODELS', 'DEFAULT_MODEL', 'LLAMA_CPP_REQUIREMENT', 'GGUF_MAGIC', 'EmbeddedModel', 'ModelNotInstalled', 'model_parts',
-           'cache_root', 'gguf_path', 'LlamaCppEngine']
+           'cache_root', 'gguf_path', 'LlamaCppEngine', 'logprob_hook']
 
 # %% ../../nbs/11_engine_llamacpp.ipynb #23c08166
 @dataclass(frozen=True)
@@ -153,8 +154,25 @@ def _prompt(self: LlamaCppEngine, messages: list) -> tuple[list[int], list[str]]
     stop = [] if res.stop is None else [res.stop] if isinstance(res.stop, str) else list(res.stop)
     return toks, stop
 
+# %% ../../nbs/11_engine_llamacpp.ipynb #64516aac
+def logprob_hook(llm: Any, sink: list) -> Any:
+    "A `sample` for `llm` that also appends each sampled token's raw log-probability to `sink`."
+    sample, n_vocab = type(llm).sample, llm.n_vocab()
+    def hooked(**kw):
+        t = sample(llm, **kw)
+        idx = kw.get('idx')
+        row = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1 if idx is None else idx - llm.n_tokens), shape=(n_vocab,))
+        m = float(row.max())
+        sink.append(float(row[t]) - m - math.log(float(np.exp(row - m).sum())))
+        return t
+    return hooked
+
 # %% ../../nbs/11_engine_llamacpp.ipynb #d8567245
 _FINISH = {'stop': 'stop', 'length': 'length'}
+
+def _take(xs: list) -> tuple:
+    "The items of `xs` as a tuple, emptying it."
+    out = tuple(xs); xs.clear(); return out
 
 @patch
 def _stream_one(self: LlamaCppEngine, sq: SampleQueue, req: SampleRequest) -> Iterator[Chunk]:
@@ -163,6 +181,8 @@ def _stream_one(self: LlamaCppEngine, sq: SampleQueue, req: SampleRequest) -> It
     prompt, stop = self._prompt(req.messages)
     if req.prefix: prompt += llm.tokenize(req.prefix.encode('utf-8'), add_bos=False, special=False)  # a TIR turn: its text so far
     if not (self.reuse_prompt or req.prefix): llm.reset()  # evaluate the whole prompt: the text then depends only on the request and seed
+    lps: list = []  # log-probabilities of the sampled tokens not yet sent (when `sampling.logprobs` asks)
+    if s.logprobs: llm.sample = logprob_hook(llm, lps)
     # a TIR turn keeps llama.cpp's prompt cache: the longest prefix it still holds (the sample's own earlier turn) is not evaluated again
     it = llm.create_completion(prompt, stream=True, stop=stop, max_tokens=s.max_new_tokens, temperature=s.temperature,
                                top_p=s.top_p, top_k=s.top_k, min_p=s.min_p, repeat_penalty=s.repetition_penalty,
@@ -173,12 +193,13 @@ def _stream_one(self: LlamaCppEngine, sq: SampleQueue, req: SampleRequest) -> It
             c = part['choices'][0]
             n = max(n, llm.n_tokens - len(prompt) + 1)
             if c.get('finish_reason'):
-                yield Chunk(i, c.get('text') or '', n, _FINISH.get(c['finish_reason'], 'stop')); return
-            if c.get('text'): yield Chunk(i, c['text'], n)
+                yield Chunk(i, c.get('text') or '', n, _FINISH.get(c['finish_reason'], 'stop'), logprobs=_take(lps)); return
+            if c.get('text'): yield Chunk(i, c['text'], n, logprobs=_take(lps))
             if sq.is_aborted(i): yield Chunk(i, '', n, 'abort'); return
         yield Chunk(i, '', n, 'error', 'llama.cpp stream ended without a finish reason')
     finally:
         it.close()
+        if s.logprobs: del llm.sample  # the class's own again
 
 # %% ../../nbs/11_engine_llamacpp.ipynb #c9eb84cc
 @patch
