@@ -288,6 +288,8 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         check(isinstance(value, dict), path, 'a mapping', value)
         return from_dict(tp, value, path)
     if origin is Literal:
+        if isinstance(value, bool) and ('off' if value is False else 'on') in args:  # YAML 1.1 reads a bare off/on as a bool
+            value = 'off' if value is False else 'on'
         check_choice(value, path, args); return value
     if origin in (list, tuple):
         check(isinstance(value, (list, tuple)), path, 'a list', value)
