@@ -13,10 +13,10 @@ from .config import (BudgetConfig, ConsistencyRule, PromptKind, QuestionStopReas
 from .vote import SampleAnswer, answer_weight, sample_vote, vote
 
 # %% auto #0
-__all__ = ['SampleView', 'sample_stop', 'conf_threshold', 'consistency_stop', 'QuestionView', 'question_view', 'StopDecision',
-           'decided_stop', 'top_two', 'leader_posterior', 'sprt_llr', 'sequential_stop', 'question_stop',
-           'avg_seconds_left', 'choose_tier', 'QuestionPlan', 'clamp_limit', 'fair_limit', 'question_limit',
-           'plan_question', 'run_limits']
+__all__ = ['SampleView', 'conf_low', 'sample_stop', 'conf_threshold', 'consistency_stop', 'QuestionView', 'question_view',
+           'StopDecision', 'decided_stop', 'top_two', 'leader_posterior', 'sprt_llr', 'sequential_stop',
+           'question_stop', 'avg_seconds_left', 'choose_tier', 'QuestionPlan', 'clamp_limit', 'fair_limit',
+           'question_limit', 'plan_question', 'run_limits']
 
 # %% ../nbs/06_policies.ipynb #6c4d31b1
 @dataclass(frozen=True)
@@ -31,12 +31,15 @@ class SampleView:
     window_nll: float | None = None  # mean negative log-probability of its last full window of tokens (None: unknown)
     conf_threshold: float | None = None  # the question's confidence threshold (`conf_threshold`; None: not set yet)
 
+def conf_low(window_nll: float | None, threshold: float | None, cfg: StopConfig) -> bool:
+    "Whether a sample's window NLL is past the question's threshold: the filter's rule (`sample_stop`'s `low_confidence`)."
+    return cfg.conf_filter and window_nll is not None and threshold is not None and window_nll > threshold
+
 def sample_stop(s: SampleView, cfg: StopConfig) -> SampleStopReason | None:
     "The reason to stop this sample now, or None to let it run."
     if s.code_answer is not None and cfg.code_at_answer: return 'code_answer'
     if s.fence and cfg.output_fence == 'stop': return 'output_fence'
-    if cfg.conf_filter and s.window_nll is not None and s.conf_threshold is not None and s.window_nll > s.conf_threshold:
-        return 'low_confidence'
+    if conf_low(s.window_nll, s.conf_threshold, cfg): return 'low_confidence'
     if s.kind == 'cot':
         return 'cot_boxed' if s.boxed is not None and cfg.cot_at_boxed else None
     if s.kind == 'tir':  # its tool outputs are fed back, not answers: only its boxed answer ends it

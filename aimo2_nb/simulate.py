@@ -5,13 +5,15 @@
 # %% ../nbs/15_simulate.ipynb #d50cfbb4
 from __future__ import annotations
 import csv, dataclasses, json, random
+from bisect import bisect_right
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Sequence
 from .core import ConfigError, check, check_range, check_choice, load_yaml
 from .config import PromptKind, QuestionStopReason, RunConfig, StopConfig, from_dict, to_dict
 from .answers import AnswerParser, BoxedAnswer, CodeBlock, OutputFence
-from .policies import QuestionPlan, SampleView, plan_question, question_stop, question_view, sample_stop
+from .policies import (QuestionPlan, SampleView, conf_low, conf_threshold, plan_question, question_stop, question_view,
+                               sample_stop)
 from .prompts import prompt_order, sample_seed, take_samples
 from .vote import SampleAnswer, vote
 from . import trace as T
@@ -43,6 +45,8 @@ class RecSample:
     marks: tuple = ()  # its `Mark`s in token order
     censored: bool = False  # the recording stopped it early: what it would have done after n_tokens is unknown
     conf: float | None = None  # its recorded tail-window NLL (`sample_end` confidence), for confidence votes; None: unknown
+    trajectory: tuple = ()  # ((tokens, window NLL), ...) along it (`sample_end` confidence): where the confidence filter can stop it; (): unknown
+    worst: float | None = None  # its recorded worst-window NLL over its whole recorded length (None: unknown, or no full window)
 
 @dataclass(frozen=True)
 class RecQuestion:
@@ -155,8 +159,10 @@ def question_from_events(evs: list) -> RecQuestion:
         censored = not full or length < total
         ms = tuple(sorted((m for m in marks[i] if m.tokens <= length), key=lambda m: m.tokens))
         kind = start.kinds[i] if i < len(start.kinds) else 'cot'
-        conf = (getattr(end, 'confidence', None) or {}).get('tail_nll') if end is not None else None
-        out.append(RecSample(i, kind, int(length), ms, bool(censored), conf))
+        cd = (getattr(end, 'confidence', None) or {}) if end is not None else {}
+        traj = tuple((int(a), float(w)) for a, w in cd.get('trajectory') or () if a <= length)
+        worst = cd.get('worst_window_nll') if cd.get('n', 0) >= cd.get('window', cfg.vote.conf_window) else None
+        out.append(RecSample(i, kind, int(length), ms, bool(censored), cd.get('tail_nll'), traj, worst))
     return RecQuestion(start.qid, start.gold, tuple(out))
 
 def from_trace(path: str | Path) -> list[RecQuestion]:
@@ -315,8 +321,25 @@ class _SimSample:
     seq: int | None = None
     stop: str | None = None
     done: bool = False
-    def view(self) -> SampleView:
-        return SampleView(self.rec.kind, self.boxed, self.code, self.n_blocks, len(self.pending), self.fence)
+    low: tuple = (None, None)  # (threshold, index of its next trajectory point past it), cached by `next_low`
+    def window(self) -> float | None:
+        "Its window NLL now: at the last trajectory point it reached (None before the first, or without a trajectory)."
+        k = bisect_right(self.rec.trajectory, self.tok + _EPS, key=lambda p: p[0])
+        return self.rec.trajectory[k - 1][1] if k else None
+    def view(self, threshold: float | None = None) -> SampleView:
+        return SampleView(self.rec.kind, self.boxed, self.code, self.n_blocks, len(self.pending), self.fence, self.window(), threshold)
+    def worst(self) -> float | None:
+        "Its worst window as the threshold takes it once it ended: the recorded one if it ran its whole recording, else its trajectory's so far."
+        r = self.rec
+        if self.done and not r.censored and self.tok >= r.n_tokens - _EPS and r.worst is not None: return r.worst
+        return max((w for x, w in r.trajectory if x <= self.tok + _EPS), default=None)
+    def next_low(self, th: float, stop: StopConfig) -> int | None:
+        "Tokens of its next trajectory point whose window the filter stops under threshold `th` (None: none ahead)."
+        tr = self.rec.trajectory
+        if self.low[0] != th or (self.low[1] is not None and tr[self.low[1]][0] <= self.tok + _EPS):
+            k = bisect_right(tr, self.tok + _EPS, key=lambda p: p[0])
+            self.low = (th, next((j for j in range(k, len(tr)) if conf_low(tr[j][1], th, stop)), None))
+        return None if self.low[1] is None else tr[self.low[1]][0]
     def tool_votes(self, final: bool = False) -> bool:
         "A TIR sample that ended on its own, before the question stopped, without a boxed answer votes with its last tool answer (as the solver)."
         return self.rec.kind == 'tir' and self.tool is not None and self.boxed is None and self.done
@@ -340,6 +363,7 @@ class QResult:
     speed: int
     n_samples: int
     fallback: bool = False  # no sample had an answer: the answer is the vote's fallback
+    stops: tuple = ()  # (recorded sample, tokens, reason) of each sample a sample-level rule stopped, in sample order
     @property
     def correct(self) -> bool: return self.gold is not None and self.answer == self.gold
     @property
@@ -372,6 +396,8 @@ def simulate_question(q: RecQuestion, plan: QuestionPlan, cfg: RunConfig, sim: S
     limit = max(0.0, plan.limit_s - cfg.budget.drain_s - 0.05)  # the solver's loop end
     times = sorted({e.after_s for e in tier.early} | {limit})
     t, seq, vkey = 0.0, 0, None
+    th, fkey = None, None  # the question's confidence threshold, and which samples had ended when it was set
+    conf = cfg.stop.conf_filter and any(s.rec.trajectory for s in S)  # the filter can act: it is on and some sample has a trajectory
     while True:
         for s in S:  # what is due now, in sample order (the order of an engine's chunks)
             while s.generating(t) and s.i < len(s.rec.marks) and s.rec.marks[s.i].tokens <= s.tok + _EPS:
@@ -383,7 +409,7 @@ def simulate_question(q: RecQuestion, plan: QuestionPlan, cfg: RunConfig, sim: S
                     s.n_blocks += 1; s.wait = t + m.run_s
                     if m.value is not None: s.tool = m.value
                 if (s.boxed is not None or s.code is not None) and s.seq is None: s.seq, seq = seq, seq + 1
-                if (why := sample_stop(s.view(), cfg.stop)) is not None: s.stop = why
+                if (why := sample_stop(s.view(th), cfg.stop)) is not None: s.stop = why
             if s.generating(t) and s.tok >= s.end - _EPS:
                 s.done = True
                 if s.tool_votes() and s.seq is None: s.seq, seq = seq, seq + 1  # its last tool answer arrives as its vote
@@ -393,7 +419,12 @@ def simulate_question(q: RecQuestion, plan: QuestionPlan, cfg: RunConfig, sim: S
                 if p[1] is not None:
                     s.code = p[1]
                     if s.seq is None: s.seq, seq = seq, seq + 1
-                if s.running and (why := sample_stop(s.view(), cfg.stop)) is not None: s.stop = why
+                if s.running and (why := sample_stop(s.view(th), cfg.stop)) is not None: s.stop = why
+        if conf and (k := tuple(s.running for s in S)) != fkey:  # the threshold from the worst windows of the samples that ended
+            fkey, th = k, conf_threshold([w for s in S if not s.running and (w := s.worst()) is not None], cfg.stop)
+        if th is not None:  # each generating sample's window now, as the solver checks it at each chunk
+            for s in S:
+                if s.generating(t) and s.tok < s.end - _EPS and (why := sample_stop(s.view(th), cfg.stop)) is not None: s.stop = why
         key = tuple((s.boxed, s.code, s.seq, s.running, len(s.pending)) for s in S)
         if key != vkey: vkey, view = key, question_view(t, limit, [s.answer() for s in S], [s.running for s in S], [len(s.pending) for s in S], cfg.vote)
         else: view = replace(view, elapsed=t)  # only time moved
@@ -403,13 +434,15 @@ def simulate_question(q: RecQuestion, plan: QuestionPlan, cfg: RunConfig, sim: S
         dts = [(min(s.rec.marks[s.i].tokens if s.i < len(s.rec.marks) else s.end, s.end) - s.tok) / rate for s in running]
         dts += [p[0] - t for s in S for p in s.pending] + [x - t for x in times if x > t + _EPS]
         dts += [s.wait - t for s in S if s.running and s.wait > t + _EPS]
+        if th is not None: dts += [(x - s.tok) / rate for s in running if (x := s.next_low(th, cfg.stop)) is not None and x < s.end]
         if running and not sim.throughput: dts.append(sim.ctx_step / rate)  # the context grew: read the curve again
         dt = max(0.0, min(dts))
         t += dt
         for s in running: s.tok = min(s.end, s.tok + rate * dt)
     v = vote([s.answer(final=True) for s in S], cfg.vote)
     return QResult(q.qid, v.answer, q.gold, dec.reason, t + sim.overhead_s, plan.limit_s,
-                   int(round(sum(s.tok for s in S))), tier.speed, len(S), v.fallback)
+                   int(round(sum(s.tok for s in S))), tier.speed, len(S), v.fallback,
+                   tuple((s.rec.index, int(round(s.tok)), s.stop) for s in S if s.stop is not None))
 
 # %% ../nbs/15_simulate.ipynb #f5553142
 def no_early_stop(cfg: RunConfig) -> RunConfig:
@@ -495,6 +528,7 @@ class SimReport:
     curve: str = ''  # the time model
     order: str = ''  # the question order of the replicates
     questions: list = field(default_factory=list)  # the recorded-order run, one dict per question
+    conf_trajectory_frac: float = 0.0  # share of recorded samples with a confidence trajectory: the only ones `stop.conf_filter` can stop
 
     def to_json(self) -> str: return json.dumps(dataclasses.asdict(self), sort_keys=False)
 
@@ -545,7 +579,8 @@ def simulate(questions: Sequence[RecQuestion], cfg: RunConfig | None = None, sim
                      1 - sum(totals) / len(totals) / ref_time if ref_time else 0.0, 30 * (1 - same),
                      (_quantile(saved, 0.025), _quantile(saved, 0.975)), (_quantile(tsaved, 0.025), _quantile(tsaved, 0.975)),
                      min(limits), sum(limits) / len(limits), no_time, 'throughput' if sim.throughput else sim.curve, sim.order,
-                     [dataclasses.asdict(r) | {'correct': r.correct} for r in base])
+                     [dataclasses.asdict(r) | {'correct': r.correct} for r in base],
+                     sum(bool(s.trajectory) for s in samples) / max(1, len(samples)))
 
 # %% ../nbs/15_simulate.ipynb #c260bc0a
 def compare(questions: Sequence[RecQuestion], policies: dict, sim: SimConfig | None = None) -> list[SimReport]:
@@ -588,4 +623,7 @@ def simulate_main(input: str | Path, config: str | Path | None = None, as_json: 
     if as_json: return rep.to_json()
     lines = [report_table([rep]), '', f"questions {rep.n_questions}, bootstrap {rep.bootstrap} (seed {rep.seed}), "
              f"censored samples {rep.censored_frac:.1%}", 'stop reasons: ' + ', '.join(f"{k} {v:.1%}" for k, v in rep.stop_reasons.items())]
+    if cfg.stop.conf_filter:
+        lines.append(f"confidence filter: {rep.conf_trajectory_frac:.1%} of the recorded samples have a confidence trajectory; it never "
+                     "stops the others (answers tables and traces recorded without log-probabilities or before trajectories have none)")
     return '\n'.join(lines)

@@ -215,7 +215,7 @@ def on_chunk(self: _QuestionRun, ch: Chunk, t: float) -> None:
             self.on_parse(s, ev, t)
             if s.held is not None: break  # the rest was written past a tool call: not part of the sample
     if ch.logprobs:
-        s.conf.feed(ch.logprobs)
+        s.conf.feed(ch.logprobs, s.tokens)  # its trajectory counts tokens as the sample does (the simulator replays the filter on it)
         if self.cfg.stop.conf_filter and not self.stopped: self.check_sample(s, t)
 
 # %% ../nbs/09_solver.ipynb #5f4a8d35

@@ -81,7 +81,7 @@ class SampleEnd:
     kind: ClassVar[str] = 'sample_end'
     qid: str; t: float; sample: int; finish: str; tokens: int; tokens_after_stop: int = 0
     text: str = ''; error: str | None = None
-    confidence: dict | None = None  # `vote.Confidence.summary()`: tokens, mean, tail and worst-window NLL (with log-probabilities)
+    confidence: dict | None = None  # `vote.Confidence.summary()`: tokens, mean, tail and worst-window NLL, window, [[tokens, window NLL], ...] (with log-probabilities; older traces lack the last two)
 
 @event
 class QuestionStop:

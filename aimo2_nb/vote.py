@@ -40,18 +40,27 @@ def answer_weight(a: int, cfg: VoteConfig | None = None) -> float:
 # %% ../nbs/04_vote.ipynb #05c509c2
 class Confidence:
     "A sample's running confidence from its tokens' log-probabilities."
-    def __init__(self, window: int = 256):
+    def __init__(self, window: int = 256, max_points: int = 512):
         self.window, self.n, self.total, self.tail, self.tail_sum, self.worst = window, 0, 0.0, deque(), 0.0, None
-    def feed(self, logprobs) -> Confidence:
-        "Add the log-probabilities of new tokens."
-        for lp in logprobs:
+        self.every = max(1, window // 4)  # a trajectory point every this many tokens (doubled when the points pass `max_points`)
+        self.max_points, self.points = max_points, []  # (tokens fed, sample tokens, window NLL) every `every` tokens
+    def feed(self, logprobs, end: int | None = None) -> Confidence:
+        "Add the log-probabilities of new tokens (`end`: the sample's token count after them; default: the tokens fed)."
+        lps = list(logprobs)
+        for j, lp in enumerate(lps):
             x = -float(lp)
             self.n += 1; self.total += x; self.tail.append(x); self.tail_sum += x
             if len(self.tail) > self.window: self.tail_sum -= self.tail.popleft()
             if len(self.tail) == self.window:
                 w = self.tail_sum / self.window
                 self.worst = w if self.worst is None else max(self.worst, w)
+                if self.n % self.every == 0: self.point(self.n if end is None else end - len(lps) + 1 + j, w)
         return self
+    def point(self, tokens: int, w: float) -> None:
+        "Keep one trajectory point; past `max_points`, keep every other one and take points half as often."
+        self.points.append((self.n, tokens, round(w, 4)))
+        if len(self.points) > self.max_points:
+            self.every *= 2; self.points = [p for p in self.points if p[0] % self.every == 0]
     @property
     def window_nll(self) -> float | None:
         "Mean negative log-probability of the current full window (None until `window` tokens arrived)."
@@ -61,10 +70,12 @@ class Confidence:
         "Mean negative log-probability of the last `window` tokens (None before any token)."
         return self.tail_sum / len(self.tail) if self.tail else None
     def summary(self) -> dict | None:
-        "Tokens seen, mean, tail and worst-window NLL, for the trace (None without log-probabilities)."
+        "Tokens seen, mean, tail and worst-window NLL, the window and the trajectory, for the trace (None without log-probabilities)."
         if not self.n: return None
         worst = self.worst if self.worst is not None else self.tail_nll
-        return dict(n=self.n, mean_nll=round(self.total / self.n, 5), tail_nll=round(self.tail_nll, 5), worst_window_nll=round(worst, 5))
+        return dict(n=self.n, mean_nll=round(self.total / self.n, 5), tail_nll=round(self.tail_nll, 5), worst_window_nll=round(worst, 5),
+                    window=self.window, trajectory=[[t, w] for _, t, w in self.points])
+
 
 # %% ../nbs/04_vote.ipynb #14a35e99
 @dataclass(frozen=True)
