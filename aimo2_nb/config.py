@@ -64,6 +64,7 @@ class VoteConfig:
     low_multiple: int = 100  # positive multiples of this are suspicious; 0 disables
     tie_break: Literal['largest', 'smallest', 'earliest', 'confidence'] = 'largest'  # among equal weights: the seed takes the larger answer
     weight_by: Literal['none', 'confidence'] = 'none'  # 'confidence': each vote also weighs exp(-its tail-window mean negative log-probability)
+    conf_measure: Literal['tail', 'mean', 'worst'] = 'tail'  # the confidence votes read: the last window's mean NLL (AIMO-3 #2), the whole sample's (#1), its worst window's (DeepConf)
     conf_window: int = 256  # tokens of the tail window that a sample's confidence is read over (AIMO-3 #2: the last ~100-256)
     fallback: int = 0  # the answer when no sample has a valid answer (any value is a guess; 0 is documented, not tuned)
     def __post_init__(self):
@@ -73,6 +74,7 @@ class VoteConfig:
         check_range(self.low_multiple, 'vote.low_multiple', 0, integer=True)
         check_choice(self.tie_break, 'vote.tie_break', ('largest', 'smallest', 'earliest', 'confidence'))
         check_choice(self.weight_by, 'vote.weight_by', ('none', 'confidence'))
+        check_choice(self.conf_measure, 'vote.conf_measure', ('tail', 'mean', 'worst'))
         check_range(self.conf_window, 'vote.conf_window', 1, integer=True)
         check_range(self.fallback, 'vote.fallback', 0, integer=True)
 
@@ -456,7 +458,7 @@ def aimo3_prize_profile() -> RunConfig:
     cfg.stop = StopConfig(rules=[ConsistencyRule(4, 8)], use_min_answers=False, decided=True)
     cfg.speed = SpeedConfig([Tier(3, 8, 900.0, 8, [])], adaptive=False, default_speed=3)
     cfg.budget = BudgetConfig(time_rule='clamp', floor_s=300.0, cap_s=900.0)
-    cfg.vote = VoteConfig(low_weight=1.0, tie_break='earliest', weight_by='confidence')  # #1: votes weighted by confidence
+    cfg.vote = VoteConfig(low_weight=1.0, tie_break='earliest', weight_by='confidence', conf_measure='mean')  # #1: votes weighted by mean confidence
     cfg.sampling.logprobs = 1  # the engine returns log-probabilities where it can (else plain votes)
     return cfg
 

@@ -47,6 +47,7 @@ class RecSample:
     conf: float | None = None  # its recorded tail-window NLL (`sample_end` confidence), for confidence votes; None: unknown
     trajectory: tuple = ()  # ((tokens, window NLL), ...) along it (`sample_end` confidence): where the confidence filter can stop it; (): unknown
     worst: float | None = None  # its recorded worst-window NLL over its whole recorded length (None: unknown, or no full window)
+    mean: float | None = None  # its recorded mean NLL over its whole text (`vote.conf_measure='mean'`; None: unknown)
 
 @dataclass(frozen=True)
 class RecQuestion:
@@ -162,7 +163,7 @@ def question_from_events(evs: list) -> RecQuestion:
         cd = (getattr(end, 'confidence', None) or {}) if end is not None else {}
         traj = tuple((int(a), float(w)) for a, w in cd.get('trajectory') or () if a <= length)
         worst = cd.get('worst_window_nll') if cd.get('n', 0) >= cd.get('window', cfg.vote.conf_window) else None
-        out.append(RecSample(i, kind, int(length), ms, bool(censored), cd.get('tail_nll'), traj, worst))
+        out.append(RecSample(i, kind, int(length), ms, bool(censored), cd.get('tail_nll'), traj, worst, cd.get('mean_nll')))
     return RecQuestion(start.qid, start.gold, tuple(out))
 
 def from_trace(path: str | Path) -> list[RecQuestion]:
@@ -345,7 +346,8 @@ class _SimSample:
         return self.rec.kind == 'tir' and self.tool is not None and self.boxed is None and self.done
     def answer(self, final: bool = False) -> SampleAnswer:
         code = self.tool if self.tool_votes(final) else self.code
-        return SampleAnswer(self.rec.index, self.boxed, code, float(self.seq if self.seq is not None else -1), self.rec.kind, self.rec.conf)
+        return SampleAnswer(self.rec.index, self.boxed, code, float(self.seq if self.seq is not None else -1), self.rec.kind,
+                            self.rec.conf, self.rec.mean, self.worst())
     @property
     def running(self) -> bool: return self.stop is None and not self.done
     def generating(self, t: float) -> bool: return self.running and self.wait <= t + _EPS

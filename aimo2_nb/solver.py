@@ -56,7 +56,8 @@ class _SampleState:
         "Its answers, as the vote takes them (a TIR sample's last tool answer only if it ended on its own without a boxed one)."
         code = self.code_answer
         if self.kind == 'tir' and self.tool_vote: code = self.tool_values[-1]
-        return SampleAnswer(self.index, self.boxed, code, float(self.seq if self.seq is not None else -1), self.kind, self.conf.tail_nll)
+        return SampleAnswer(self.index, self.boxed, code, float(self.seq if self.seq is not None else -1), self.kind,
+                            self.conf.tail_nll, self.conf.mean_nll, self.conf.worst)
 
 # %% ../nbs/09_solver.ipynb #1b255413
 @dataclass

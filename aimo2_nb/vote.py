@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from .config import PromptKind, VoteConfig
 
 # %% auto #0
-__all__ = ['SampleAnswer', 'sample_vote', 'answer_weight', 'Confidence', 'VoteResult', 'vote']
+__all__ = ['SampleAnswer', 'sample_conf', 'sample_vote', 'answer_weight', 'Confidence', 'VoteResult', 'vote']
 
 # %% ../nbs/04_vote.ipynb #535f157d
 @dataclass(frozen=True)
@@ -23,6 +23,14 @@ class SampleAnswer:
     order: float = 0.0  # arrival time (or order) of the sample's answer, for the 'earliest' tie-break
     kind: PromptKind = 'cot'  # informational
     conf: float | None = None  # its tail-window mean negative log-probability (lower: more confident; None: unknown)
+    conf_mean: float | None = None  # its whole text's mean negative log-probability (None: unknown)
+    conf_worst: float | None = None  # its worst full window's mean negative log-probability (None: unknown, or shorter than a window)
+
+def sample_conf(s: SampleAnswer, cfg: VoteConfig | None = None) -> float | None:
+    "The confidence (a negative log-probability) the vote reads of `s`: `cfg.conf_measure`, else its tail window's."
+    cfg = cfg or VoteConfig()
+    got = {'tail': s.conf, 'mean': s.conf_mean, 'worst': s.conf_worst}[cfg.conf_measure]
+    return s.conf if got is None else got
 
 def sample_vote(s: SampleAnswer, cfg: VoteConfig | None = None) -> int | None:
     "The one answer sample `s` votes for, or None."
@@ -66,6 +74,10 @@ class Confidence:
         "Mean negative log-probability of the current full window (None until `window` tokens arrived)."
         return self.tail_sum / self.window if len(self.tail) == self.window else None
     @property
+    def mean_nll(self) -> float | None:
+        "Mean negative log-probability of every token so far (None before any token)."
+        return self.total / self.n if self.n else None
+    @property
     def tail_nll(self) -> float | None:
         "Mean negative log-probability of the last `window` tokens (None before any token)."
         return self.tail_sum / len(self.tail) if self.tail else None
@@ -75,7 +87,6 @@ class Confidence:
         worst = self.worst if self.worst is not None else self.tail_nll
         return dict(n=self.n, mean_nll=round(self.total / self.n, 5), tail_nll=round(self.tail_nll, 5), worst_window_nll=round(worst, 5),
                     window=self.window, trajectory=[[t, w] for _, t, w in self.points])
-
 
 # %% ../nbs/04_vote.ipynb #14a35e99
 @dataclass(frozen=True)
@@ -100,9 +111,10 @@ def vote(samples: Sequence[SampleAnswer], cfg: VoteConfig | None = None) -> Vote
         if a is None: continue
         counts[a] = counts.get(a, 0) + 1
         first[a] = min(first.get(a, s.order), s.order)
-        f = math.exp(-s.conf) if cfg.weight_by == 'confidence' and s.conf is not None else 1.0
+        c = sample_conf(s, cfg)
+        f = math.exp(-c) if cfg.weight_by == 'confidence' and c is not None else 1.0
         conf_w[a] = conf_w.get(a, 0.0) + f
-        if s.conf is not None: best_conf[a] = min(best_conf.get(a, math.inf), s.conf)
+        if c is not None: best_conf[a] = min(best_conf.get(a, math.inf), c)
     n = sum(counts.values())
     if not n:
         return VoteResult(cfg.fallback, {}, {}, 0, True, f"no valid answer among {len(samples)} samples: fallback {cfg.fallback}")

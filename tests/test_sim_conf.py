@@ -151,3 +151,21 @@ def test_tune_grid_sets_the_filter(tmp_path):
     assert off['rec.tokens_saved_frac'] == 0.0
     saved = (800 - 482) + (700 - 402)  # samples 4 and 6 stop at their first trajectory point past the threshold
     assert on['rec.tokens_saved_frac'] == pytest.approx(saved / 3140, abs=0.002) and on['rec.changed_per_30'] == 0
+
+
+@pytest.mark.parametrize('measure,want', [('tail', 333), ('mean', 777), ('worst', 777)])
+def test_solver_and_simulator_read_the_same_confidence(tmp_path, measure, want):
+    "`vote.conf_measure` picks which confidence breaks a tie; the solver and the simulator replaying its trace agree."
+    # 333: unsure for 200 tokens, then sure (tail 0.1, mean 1.05, worst 2.0); 777: 0.5 throughout
+    scripts = [_script(lambda j: 2.0 if j <= 200 else 0.1, {400: 333}), _script(lambda j: 0.5, {400: 777})]
+    cfg = _cfg(False)
+    cfg.prompts = PromptConfig([PromptSpec('cot', 'sys', '', '', 2)])
+    cfg.speed = SpeedConfig([Tier(3, 2, 1000.0, 99, [])], adaptive=False)
+    cfg.vote = VoteConfig(conf_window=WINDOW, tie_break='confidence', conf_measure=measure)
+    eng = TimedEngine(scripts)
+    live = Solver(eng, cfg, executor=ScriptedExecutor(lambda c: None, eng.clock, 0.5),
+                  trace_path=tmp_path / 'traces.jsonl').solve('q', 'q1', gold=777)
+    (q,) = load_input(tmp_path)
+    assert [s.mean for s in q.samples] == pytest.approx([1.05, 0.5]) and q.samples[0].worst == pytest.approx(2.0)
+    _, out = _sim_stops(q, cfg)
+    assert live.answer == out['answer'] == want
