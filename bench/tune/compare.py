@@ -29,6 +29,8 @@ DATA = {  # name: (path, run settings, simulator settings)
     'gpt-oss-120b (73 q, recorded answers)': (ROOT / 'data/traces/gptoss120b-aimo3-answers.csv', GPTOSS, {'curve': 'h100-gptoss120b-est'}),
     'scripted fixture (12 q)': (ROOT / 'tests/fixtures/sim_trace.jsonl', {}, {}),
     'CPU model recording (10 q)': (ROOT / 'tests/fixtures/ref_cpu_trace.jsonl', {}, {}),
+    'CPU 0.5B on GSM8K (20 q x 8, log-probabilities)': (ROOT / 'data/traces/cpu-qwen05b-gsm8k20-logprobs.jsonl',
+                                                        {'sampling.max_new_tokens': 500}, {}),
 }
 
 
