@@ -57,6 +57,14 @@ def wait(pred, limit=10.0):
         time.sleep(0.01)
 
 
+
+def started(e, reqs, chars: int, indices=(0,)) -> Recorder:
+    "Start `reqs` on `e` and poll until each sample of `indices` has streamed `chars` characters; the recorder."
+    e.start(reqs)
+    rec = Recorder(e)
+    rec.poll_until(lambda g: all(len(rec.text(i)) >= chars for i in indices))
+    return rec
+
 def stream_ended(e, limit=10.0):
     st = e._call.stream
     extra = []
@@ -84,9 +92,7 @@ def test_turn_tokens_cut_at_checkpoints():
 # ---------------------------------------------------------------- pause and resume on the stand-in pipeline
 def test_continuation_is_prompt_ids_kept_generated_ids_and_encoded_rest():
     e, pipes = engine(step_s=0.002, hold_every=3)
-    e.start([req(0, 400)])
-    rec = Recorder(e)
-    rec.poll_until(lambda g: len(rec.text(0)) >= 30)
+    rec = started(e, [req(0, 400)], 30)
     e.pause(0)
     s = e._call.samples[0]
     text, words = s.words.text, s.words.runs[0]
@@ -115,9 +121,7 @@ def pipe_words(pipe, k):
 
 def test_pause_while_tokens_stream_forwards_nothing_and_counts_them():
     e, pipes = engine(step_s=0.002, abort_delay_s=0.3)  # the abort lands late: the paused turn keeps decoding
-    e.start([req(0, 2000), req(1, 300)])
-    rec = Recorder(e)
-    rec.poll_until(lambda g: len(rec.text(0)) >= 10)
+    rec = started(e, [req(0, 2000), req(1, 300)], 10)
     e.pause(0)
     n_at_pause = len(rec.log)
     tokens_at_pause = e._call.samples[0].tokens
@@ -138,9 +142,7 @@ def test_pause_while_tokens_stream_forwards_nothing_and_counts_them():
 
 def test_resume_before_the_paused_turn_drained_waits_when_asked():
     e, pipes = engine(LmdeployConfig(backend='pytorch', resume_at_once=False), step_s=0.002, abort_delay_s=0.2)
-    e.start([req(0, 600)])
-    rec = Recorder(e)
-    rec.poll_until(lambda g: len(rec.text(0)) >= 10)
+    rec = started(e, [req(0, 600)], 10)
     e.pause(0)
     e.resume(0, len(rec.text(0)), OUT)  # the abort has not even landed
     s = e._call.samples[0]
@@ -158,9 +160,7 @@ def test_resume_before_the_paused_turn_drained_waits_when_asked():
 def test_resume_at_once_counts_the_paused_turns_late_tokens_and_forwards_none():
     "The default: the continuation starts at `resume`; the paused turn, still decoding until its abort lands, only adds tokens."
     e, pipes = engine(step_s=0.002, abort_delay_s=0.3)
-    e.start([req(0, 600)])
-    rec = Recorder(e)
-    rec.poll_until(lambda g: len(rec.text(0)) >= 10)
+    rec = started(e, [req(0, 600)], 10)
     e.pause(0)
     n, keep = len(rec.log), len(rec.text(0))
     e.resume(0, keep, OUT)  # the abort has not landed: the first turn still decodes
@@ -184,9 +184,7 @@ def test_resume_at_once_counts_the_paused_turns_late_tokens_and_forwards_none():
 
 def test_abort_while_paused_ends_at_once():
     e, pipes = engine(step_s=0.002, abort_delay_s=0.3)
-    e.start([req(0, 5000), req(1, 5000), req(2, 60)])
-    rec = Recorder(e)
-    rec.poll_until(lambda g: len(rec.text(0)) >= 5 and len(rec.text(1)) >= 5)
+    rec = started(e, [req(0, 5000), req(1, 5000), req(2, 60)], 5, (0, 1))
     e.pause(0); e.pause(1)
     wait(lambda: e._call.samples[1].drained, 5)  # sample 1 waits for its code; sample 0 may still drain
     n = len(rec.log)
@@ -204,9 +202,7 @@ def test_abort_while_paused_ends_at_once():
 
 def test_abort_of_a_resumed_sample_before_its_continuation_started():
     e, pipes = engine(LmdeployConfig(backend='pytorch', resume_at_once=False), step_s=0.002, abort_delay_s=0.3)
-    e.start([req(0, 5000)])
-    rec = Recorder(e)
-    rec.poll_until(lambda g: len(rec.text(0)) >= 5)
+    rec = started(e, [req(0, 5000)], 5)
     e.pause(0); e.resume(0, 3, OUT); e.abort(0)  # the resume waits for the drain; the abort ends it now
     assert rec.log[-1].finish == 'abort'
     stream_ended(e)
@@ -217,9 +213,7 @@ def test_abort_of_a_resumed_sample_before_its_continuation_started():
 
 def test_abort_during_a_continuation():
     e, pipes = engine(step_s=0.002)
-    e.start([req(0, 5000), req(1, 5000)])
-    rec = Recorder(e)
-    rec.poll_until(lambda g: len(rec.text(0)) >= 5)
+    rec = started(e, [req(0, 5000), req(1, 5000)], 5)
     e.pause(0)
     wait(lambda: e._call.samples[0].drained)
     e.resume(0, len(rec.text(0)), OUT)
@@ -245,9 +239,7 @@ def test_abort_during_a_continuation():
 
 def test_a_queued_continuation_is_aborted_at_once():
     e, pipes = engine(LmdeployConfig(backend='pytorch', reabort_s=0.02), step_s=0.002, max_batch_size=1)
-    e.start([req(0, 5000), req(1, 5000)])  # sample 1 waits behind sample 0
-    rec = Recorder(e)
-    rec.poll_until(lambda g: len(rec.text(0)) >= 5)
+    rec = started(e, [req(0, 5000), req(1, 5000)], 5)  # sample 1 waits behind sample 0
     e.pause(0)
     wait(lambda: e._call.samples[0].drained)  # sample 1 now holds the only slot
     e.resume(0, len(rec.text(0)), OUT)
@@ -286,9 +278,7 @@ def test_tokens_and_max_new_tokens_across_turns():
 
 def test_resume_with_no_tokens_left_finishes_length():
     e, pipes = engine(step_s=0.002, abort_delay_s=0.5)
-    e.start([req(0, 12)])
-    rec = Recorder(e)
-    rec.poll_until(lambda g: len(rec.text(0)) >= 2)
+    rec = started(e, [req(0, 12)], 2)
     e.pause(0)  # the late abort lets the turn reach its 12 tokens: it ends 'length' internally
     wait(lambda: e._call.samples[0].drained)
     assert e._call.samples[0].tokens == 12
@@ -334,9 +324,7 @@ def test_a_question_without_turns_is_unchanged():
 def test_pause_and_resume_misuse():
     e, pipes = engine(step_s=0.002)
     with pytest.raises(ConfigError, match='resume'): e.resume(0, 0, '')
-    e.start([req(0, 5000)])
-    rec = Recorder(e)
-    rec.poll_until(lambda g: len(rec.text(0)) >= 3)
+    rec = started(e, [req(0, 5000)], 3)
     with pytest.raises(ConfigError, match='a paused sample'): e.resume(0, 0, OUT)
     e.pause(0); e.pause(0); e.pause(7)  # twice, and an unknown sample: harmless
     with pytest.raises(ConfigError, match=r'resume\(0\).keep'): e.resume(0, 10_000, OUT)
@@ -352,9 +340,7 @@ def test_a_failed_continuation_is_an_error_of_that_sample():
     class NoIds(FakePipeline):
         def _infer(self, *a, **k): raise RuntimeError('engine gone')
     e = LmdeployEngine(LmdeployConfig(backend='pytorch'), pipeline_factory=lambda c: NoIds(step_s=0.002))
-    e.start([req(0, 5000), req(1, 40)])
-    rec = Recorder(e)
-    rec.poll_until(lambda g: len(rec.text(0)) >= 3)
+    rec = started(e, [req(0, 5000), req(1, 40)], 3)
     e.pause(0)
     wait(lambda: e._call.samples[0].drained)
     e.resume(0, 1, OUT)
@@ -367,9 +353,7 @@ def test_a_failed_continuation_is_an_error_of_that_sample():
 def test_close_with_paused_and_continuing_samples_leaves_no_thread():
     before = set(threading.enumerate())
     e, pipes = engine(step_s=0.002)
-    e.start([req(i, 100_000) for i in range(4)])
-    rec = Recorder(e)
-    rec.poll_until(lambda g: all(len(rec.text(i)) >= 3 for i in range(4)))
+    started(e, [req(i, 100_000) for i in range(4)], 3, range(4))
     for i in range(3): e.pause(i)
     wait(lambda: e._call.samples[1].drained)
     e.resume(1, 2, OUT)
